@@ -1,0 +1,121 @@
+# mcshim: an LD_PRELOAD memcached cluster client.
+#
+#   make                  build build/libmcshim.so (and the helper tools)
+#   make test             every test: unit, core layering, integration, and the same under ASan/UBSan
+#   make demo             start local memcached servers and show a client spreading keys through the shim
+#   make bench            direct vs shim vs twemproxy, alternating, medians and ratios
+#   make install          PREFIX=/usr/local DESTDIR=
+#   make SANITIZE=1 ...   build into build/sanitize with -fsanitize=address,undefined
+#
+# The user's CFLAGS/LDFLAGS are respected; the flags the project needs are added separately.
+
+CC       ?= cc
+CFLAGS   ?= -O2 -g
+LDFLAGS  ?=
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+PYTHON   ?= /usr/bin/python3
+
+ifeq ($(SANITIZE),1)
+BUILD    ?= build/sanitize
+SAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else
+BUILD    ?= build
+SAN_FLAGS =
+endif
+
+WARN     = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith \
+           -Wformat=2 -Wcast-qual -Wvla -Wundef -Wno-unused-parameter
+MCS_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -I. $(WARN) $(SAN_FLAGS) -MMD -MP
+
+# Layers: hash <- core <- engine <- shim. hash/ and preload/core/ form the sans-IO archive.
+HASH_SRC   = $(wildcard hash/*.c)
+CORE_SRC   = $(wildcard preload/core/*.c)
+LIB_SRC    = $(wildcard preload/lib/*.c)
+ENGINE_SRC = $(wildcard preload/engine/*.c)
+SHIM_SRC   = $(wildcard preload/shim/*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+CORE_OBJ = $(call obj,$(HASH_SRC) $(CORE_SRC))
+SO_OBJ   = $(call obj,$(LIB_SRC) $(ENGINE_SRC) $(SHIM_SRC))
+
+UNIT_SRC  = $(wildcard tests/unit/test_*.c)
+UNIT_BIN  = $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+TOOL_SRC  = $(wildcard tests/tools/*.c)
+TOOL_BIN  = $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
+
+LIB      = $(BUILD)/libmcshim.so
+CORE_A   = $(BUILD)/libmcscore.a
+
+.PHONY: all test unit integration check-core test-sanitize demo bench fuzz install clean deps
+
+all: $(LIB) $(TOOL_BIN)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(MCS_CFLAGS) $(CFLAGS) -c $< -o $@
+
+$(CORE_A): $(CORE_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(LIB): $(SO_OBJ) $(CORE_A) preload/shim/exports.map
+	$(CC) -shared -o $@ $(SO_OBJ) $(CORE_A) $(SAN_FLAGS) $(CFLAGS) $(LDFLAGS) \
+	    -Wl,--version-script=preload/shim/exports.map -Wl,-z,now -Wl,-z,relro -ldl -lpthread
+
+$(BUILD)/tests/%: tests/unit/%.c $(CORE_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(MCS_CFLAGS) $(CFLAGS) -o $@ $< $(CORE_A) $(LDFLAGS) -lcmocka
+
+$(BUILD)/tools/%: tests/tools/%.c $(CORE_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(MCS_CFLAGS) $(CFLAGS) -o $@ $< $(CORE_A) $(LDFLAGS)
+
+# The sans-IO core must not reach the OS: no sockets, threads, clocks, environment or stdio.
+FORBIDDEN = socket connect accept read write send recv sendmsg recvmsg poll epoll_wait epoll_ctl select \
+            pthread_create pthread_mutex_lock clock_gettime gettimeofday time getenv secure_getenv \
+            printf fprintf puts fopen open close fork sleep usleep nanosleep abort exit
+check-core: $(CORE_A)
+	@bad=$$(nm -u $(CORE_A) | awk '{print $$2}' | sed 's/@.*//' | sort -u | \
+	    grep -xE '$(shell echo $(FORBIDDEN) | tr ' ' '|')' || true); \
+	if [ -n "$$bad" ]; then echo "check-core: the sans-IO core references: $$bad" >&2; exit 1; fi; \
+	echo "check-core: core archive is free of OS calls"
+
+deps:
+	@scripts/deps test
+
+unit: $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+
+integration: all
+	MCSHIM_BUILD=$(abspath $(BUILD)) SANITIZE=$(SANITIZE) $(PYTHON) tests/integration/run.py
+
+test-sanitize:
+	$(MAKE) SANITIZE=1 unit integration
+
+test: deps
+	$(MAKE) all
+	$(MAKE) check-core
+	$(MAKE) unit
+	$(MAKE) integration
+	$(MAKE) test-sanitize
+
+demo: all
+	@scripts/deps demo
+	scripts/demo
+
+bench: all
+	@scripts/deps bench
+	scripts/bench
+
+install: $(LIB)
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/doc/mcshim
+	install -m 0755 $(LIB) $(DESTDIR)$(PREFIX)/lib/libmcshim.so
+	sed 's|@LIBDIR@|$(PREFIX)/lib|' scripts/mcshim > $(DESTDIR)$(PREFIX)/bin/mcshim
+	chmod 0755 $(DESTDIR)$(PREFIX)/bin/mcshim
+	install -m 0644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/mcshim/
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
