@@ -61,7 +61,7 @@ $(CORE_A): $(CORE_OBJ)
 
 $(LIB): $(SO_OBJ) $(CORE_A) preload/shim/exports.map
 	$(CC) -shared -o $@ $(SO_OBJ) $(CORE_A) $(SAN_FLAGS) $(CFLAGS) $(LDFLAGS) \
-	    -Wl,--version-script=preload/shim/exports.map -Wl,-z,now -Wl,-z,relro -ldl -lpthread
+	    -Wl,--version-script=preload/shim/exports.map -Wl,--no-undefined -Wl,-z,now -Wl,-z,relro -ldl -lpthread
 
 $(BUILD)/tests/%: tests/unit/%.c $(CORE_A)
 	@mkdir -p $(dir $@)

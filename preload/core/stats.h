@@ -1,0 +1,65 @@
+/*
+ * preload/core/stats.h: the engine's counters, each defined once with its help
+ * text. `stats mcshim` prints them (stats.c) and docs/stats.md lists them
+ * (a test checks the two agree).
+ */
+#ifndef MCS_STATS_H
+#define MCS_STATS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "preload/core/buf.h"
+
+/* Per-server counters. */
+#define MCS_SERVER_STATS(X)                                                           \
+    X(requests,         "requests sent to the server")                                \
+    X(responses,        "complete replies received")                                  \
+    X(errors,           "requests answered with an error because of the server")      \
+    X(timeouts,         "connections closed because a reply was late")                \
+    X(connects,         "connections opened")                                         \
+    X(connect_failures, "connection attempts that failed")                            \
+    X(downs,            "times the server was marked down")                           \
+    X(fast_fails,       "requests not sent because the server was down")
+
+struct mcs_server_stats {
+#define MCS_STAT_FIELD(name, help) uint64_t name;
+    MCS_SERVER_STATS(MCS_STAT_FIELD)
+#undef MCS_STAT_FIELD
+};
+
+/* Whole-engine counters. */
+#define MCS_ENGINE_STATS(X)                                                           \
+    X(curr_connections,  "application connections open now")                          \
+    X(total_connections, "application connections intercepted since start")           \
+    X(cmd_get,           "keys requested by get/gets/gat/gats")                       \
+    X(get_hits,          "keys found")                                                \
+    X(get_misses,        "keys not found (including keys of down servers)")           \
+    X(cmd_set,           "storage commands (set/add/replace/append/prepend/cas)")     \
+    X(cmd_touch,         "touch commands")                                            \
+    X(cmd_flush,         "flush_all commands")                                        \
+    X(requests,          "application requests parsed")                               \
+    X(client_errors,     "requests answered locally with ERROR/CLIENT_ERROR")         \
+    X(server_errors,     "requests answered SERVER_ERROR because a server failed")    \
+    X(backend_bytes_out, "bytes sent to servers")                                     \
+    X(backend_bytes_in,  "bytes received from servers")
+
+struct mcs_engine_stats {
+#define MCS_STAT_FIELD2(name, help) uint64_t name;
+    MCS_ENGINE_STATS(MCS_STAT_FIELD2)
+#undef MCS_STAT_FIELD2
+};
+
+struct mcs_router;
+
+/* Appends "STAT ..." lines for the engine and every server, then "END\r\n".
+ * now_ms and start_ms give uptime. Returns 0 or -1 on allocation failure. */
+int mcs_stats_mcshim(struct mcs_buf *out, const struct mcs_engine_stats *es, const struct mcs_router *r,
+                     uint64_t now_ms, uint64_t start_ms, long pid);
+
+/* Appends memcached-style general stats ("stats" with no argument), answered by
+ * the shim from its own counters, then "END\r\n". */
+int mcs_stats_general(struct mcs_buf *out, const struct mcs_engine_stats *es, uint64_t now_ms,
+                      uint64_t start_ms, uint64_t unix_time, long pid);
+
+#endif

@@ -1,0 +1,367 @@
+/*
+ * preload/engine/backend.c: connections to the memcached servers.
+ *
+ * A fixed pool of cfg->connections connections per server, shared by every
+ * application connection of the process. A client always uses the same
+ * connection to a given server (chosen by client id), so its requests reach
+ * that server in the order it sent them, noreply ones included. Requests are
+ * pipelined; replies are matched to requests in FIFO order. A connection is
+ * opened lazily (non-blocking), and on any failure (refused, reset, bytes that
+ * are not memcached, a reply later than cfg->timeout_ms) it is closed, every
+ * request waiting on it is failed (reads become misses, writes SERVER_ERROR)
+ * and the router is told, which may mark the server down.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "preload/engine/internal.h"
+#include "preload/lib/fdtab.h"
+#include "preload/lib/log.h"
+#include "preload/lib/real.h"
+
+static void backend_fail(struct mcs_engine *e, struct mcs_backend *b, enum mcs_failure why);
+
+static uintptr_t
+tag_of(struct mcs_backend *b)
+{
+    return (uintptr_t)b | MCS_TAG_BACKEND;
+}
+
+static void
+mark_dirty(struct mcs_engine *e, struct mcs_backend *b)
+{
+    if (!b->dirty) {
+        b->dirty = true;
+        b->next_dirty = e->dirty_backends;
+        e->dirty_backends = b;
+    }
+}
+
+static void
+note_health(struct mcs_engine *e, uint32_t server, enum mcs_health before)
+{
+    if (before == MCS_HEALTH_COUNT) {
+        return;
+    }
+    const struct mcs_server *s = &e->router.servers[server];
+    if (s->health == MCS_HEALTH_DOWN) {
+        mcs_log(MCS_LOG_WARN, "server %s is down after %u failure(s); retrying every %u ms", s->label,
+                s->failures, e->cfg->retry_ms);
+    } else if (s->health == MCS_HEALTH_UP) {
+        mcs_log(MCS_LOG_NOTICE, "server %s is up again", s->label);
+    }
+}
+
+/* Opens a non-blocking connection. Returns 0 (connected or in progress) or -1. */
+static int
+backend_connect(struct mcs_engine *e, struct mcs_backend *b)
+{
+    const struct mcs_endpoint *ep = e->router.servers[b->server].endpoint;
+    if (ep->naddrs == 0) {
+        return -1;
+    }
+    const struct sockaddr *sa = (const struct sockaddr *)&ep->addrs[0];
+    int fd = mcs_real.socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return -1;
+    }
+    fd = mcs_fd_move_high(fd);
+    mcs_fdtab_mark_internal(fd);
+    if (sa->sa_family != AF_UNIX) {
+        int one = 1;
+        mcs_real.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    e->router.servers[b->server].stats.connects++;
+    int rc = mcs_real.connect(fd, sa, ep->addrlens[0]);
+    if (rc != 0 && errno != EINPROGRESS) {
+        mcs_engine_close_fd(fd);
+        return -1;
+    }
+    b->fd = fd;
+    b->state = rc == 0 ? MCS_BACKEND_READY : MCS_BACKEND_CONNECTING;
+    b->connect_deadline_ms = e->now_ms + e->cfg->timeout_ms;
+    b->want_write = b->state == MCS_BACKEND_CONNECTING;
+    if (mcs_engine_epoll(e, EPOLL_CTL_ADD, fd, EPOLLIN | (b->want_write ? EPOLLOUT : 0), tag_of(b)) != 0) {
+        mcs_engine_close_fd(fd);
+        b->fd = -1;
+        b->state = MCS_BACKEND_CLOSED;
+        return -1;
+    }
+    return 0;
+}
+
+void
+mcs_backend_send(struct mcs_engine *e, struct mcs_sub *sub, uint64_t client_id, const char *a, size_t alen,
+                 const char *bytes, size_t blen)
+{
+    uint32_t conns = e->cfg->connections;
+    struct mcs_backend *b = &e->backends[(size_t)sub->server * conns + client_id % conns];
+    struct mcs_server *srv = &e->router.servers[sub->server];
+    if (b->state == MCS_BACKEND_CLOSED && backend_connect(e, b) != 0) {
+        srv->stats.connect_failures++;
+        srv->stats.errors++;
+        note_health(e, sub->server, mcs_router_failed(&e->router, sub->server, MCS_FAILURE_CONNECT, e->now_ms));
+        sub->failed = true;
+        mcs_request_sub_done(e, sub);
+        return;
+    }
+    if (mcs_buf_append(&b->out, a, alen) != 0 || mcs_buf_append(&b->out, bytes, blen) != 0) {
+        sub->failed = true;
+        mcs_request_sub_done(e, sub);
+        return;
+    }
+    sub->next = NULL;
+    sub->deadline_ms = e->now_ms + e->cfg->timeout_ms;
+    if (b->tail) {
+        b->tail->next = sub;
+    } else {
+        b->head = sub;
+    }
+    b->tail = sub;
+    srv->stats.requests++;
+    mark_dirty(e, b);
+}
+
+/* Routes one reply item to the oldest waiting sub. Returns true when that sub is complete. */
+static bool
+deliver(struct mcs_engine *e, struct mcs_sub *sub, const char *p, const struct mcs_ascii_resp *item, bool *bad)
+{
+    struct mcs_request *r = sub->req;
+    switch (mcs_cmd_route(r->cmd)) {
+    case MCS_ROUTE_KEYS:
+        if (item->kind == MCS_RESP_VALUE) {
+            mcs_buf_append(r->nsubs > 1 ? &sub->resp : &r->out, p, item->len);
+            r->hits++;
+            return false;
+        }
+        if (item->kind == MCS_RESP_END) {
+            return true;
+        }
+        if (item->kind == MCS_RESP_LINE && item->error) {
+            /* An error for a retrieval: its keys miss, the rest of the answer stands. */
+            e->router.servers[sub->server].stats.errors++;
+            return true;
+        }
+        *bad = true;
+        return false;
+    case MCS_ROUTE_KEY:
+    case MCS_ROUTE_ANY:
+        if (item->kind != MCS_RESP_LINE) {
+            *bad = true;
+            return false;
+        }
+        mcs_buf_append(&r->out, p, item->len);
+        return true;
+    case MCS_ROUTE_ALL:
+        if (item->kind != MCS_RESP_LINE) {
+            *bad = true;
+            return false;
+        }
+        if (mcs_buf_len(&r->out) == 0 || (item->error && !r->all_error)) {
+            mcs_buf_reset(&r->out);
+            mcs_buf_append(&r->out, p, item->len);
+            r->all_error = item->error;
+        }
+        return true;
+    case MCS_ROUTE_LOCAL:
+        break;
+    }
+    *bad = true;
+    return false;
+}
+
+static void
+backend_read(struct mcs_engine *e, struct mcs_backend *b)
+{
+    for (int round = 0; round < 8; round++) {
+        if (mcs_buf_reserve(&b->in, MCS_BACKEND_READ_CHUNK) != 0) {
+            backend_fail(e, b, MCS_FAILURE_RESET);
+            return;
+        }
+        ssize_t n = recv(b->fd, b->in.data + b->in.end, b->in.cap - b->in.end, MSG_DONTWAIT);
+        if (n == 0) {
+            backend_fail(e, b, MCS_FAILURE_RESET);
+            return;
+        }
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                break;
+            }
+            backend_fail(e, b, MCS_FAILURE_RESET);
+            return;
+        }
+        b->in.end += (size_t)n;
+        e->stats.backend_bytes_in += (uint64_t)n;
+        while (mcs_buf_len(&b->in) > 0) {
+            struct mcs_sub *sub = b->head;
+            if (sub == NULL) {
+                backend_fail(e, b, MCS_FAILURE_PROTOCOL);
+                return;
+            }
+            struct mcs_ascii_resp item;
+            const char *p = mcs_buf_head(&b->in);
+            enum mcs_resp_status st = mcs_ascii_resp_parse(p, mcs_buf_len(&b->in), e->cfg->item_max, &item);
+            if (st == MCS_RESP_MORE) {
+                break;
+            }
+            bool bad = st == MCS_RESP_BAD, complete = false;
+            if (!bad) {
+                complete = deliver(e, sub, p, &item, &bad);
+            }
+            if (bad) {
+                backend_fail(e, b, MCS_FAILURE_PROTOCOL);
+                return;
+            }
+            mcs_buf_consume(&b->in, item.len);
+            if (complete) {
+                b->head = sub->next;
+                if (b->head == NULL) {
+                    b->tail = NULL;
+                } else {
+                    /* The next reply's clock starts now that this one is in. */
+                    b->head->deadline_ms = e->now_ms + e->cfg->timeout_ms;
+                }
+                e->router.servers[b->server].stats.responses++;
+                note_health(e, b->server, mcs_router_succeeded(&e->router, b->server));
+                mcs_request_sub_done(e, sub);
+            }
+        }
+        if ((size_t)n < MCS_BACKEND_READ_CHUNK) {
+            break;
+        }
+    }
+    if (mcs_buf_len(&b->in) == 0) {
+        mcs_buf_shrink(&b->in, 4 * MCS_BACKEND_READ_CHUNK);
+    }
+}
+
+static void
+backend_fail(struct mcs_engine *e, struct mcs_backend *b, enum mcs_failure why)
+{
+    struct mcs_server *srv = &e->router.servers[b->server];
+    if (b->fd >= 0) {
+        mcs_engine_epoll(e, EPOLL_CTL_DEL, b->fd, 0, 0);
+        mcs_engine_close_fd(b->fd);
+    }
+    b->fd = -1;
+    b->state = MCS_BACKEND_CLOSED;
+    b->want_write = false;
+    mcs_buf_free(&b->out);
+    mcs_buf_free(&b->in);
+    if (why == MCS_FAILURE_TIMEOUT) {
+        srv->stats.timeouts++;
+    } else if (why == MCS_FAILURE_CONNECT) {
+        srv->stats.connect_failures++;
+    }
+    mcs_log(MCS_LOG_INFO, "connection to %s closed: %s", srv->label, mcs_failure_name(why));
+    note_health(e, b->server, mcs_router_failed(&e->router, b->server, why, e->now_ms));
+    /* Detach the FIFO first: failing a sub may queue new work on this backend. */
+    struct mcs_sub *sub = b->head;
+    b->head = b->tail = NULL;
+    while (sub != NULL) {
+        struct mcs_sub *next = sub->next;
+        sub->failed = true;
+        srv->stats.errors++;
+        mcs_request_sub_done(e, sub);
+        sub = next;
+    }
+}
+
+void
+mcs_backend_flush(struct mcs_engine *e, struct mcs_backend *b)
+{
+    b->dirty = false;
+    if (b->state != MCS_BACKEND_READY) {
+        return;
+    }
+    while (mcs_buf_len(&b->out) > 0) {
+        ssize_t n = send(b->fd, mcs_buf_head(&b->out), mcs_buf_len(&b->out), MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n > 0) {
+            mcs_buf_consume(&b->out, (size_t)n);
+            e->stats.backend_bytes_out += (uint64_t)n;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            break;
+        } else {
+            backend_fail(e, b, MCS_FAILURE_RESET);
+            return;
+        }
+    }
+    bool pending = mcs_buf_len(&b->out) > 0;
+    if (!pending) {
+        mcs_buf_shrink(&b->out, 4 * MCS_BACKEND_READ_CHUNK);
+    }
+    if (pending != b->want_write) {
+        b->want_write = pending;
+        mcs_engine_epoll(e, EPOLL_CTL_MOD, b->fd, EPOLLIN | (pending ? EPOLLOUT : 0), tag_of(b));
+    }
+}
+
+void
+mcs_backend_event(struct mcs_engine *e, struct mcs_backend *b, uint32_t events)
+{
+    if (b->state == MCS_BACKEND_CONNECTING) {
+        if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
+            return;
+        }
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (mcs_real.getsockopt(b->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+            backend_fail(e, b, MCS_FAILURE_CONNECT);
+            return;
+        }
+        b->state = MCS_BACKEND_READY;
+        b->want_write = true;   /* flush recomputes the interest set */
+        mcs_backend_flush(e, b);
+        return;
+    }
+    if (b->state != MCS_BACKEND_READY) {
+        return;
+    }
+    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+        backend_read(e, b);
+    }
+    if (b->state == MCS_BACKEND_READY && (events & EPOLLOUT)) {
+        mark_dirty(e, b);
+    }
+}
+
+void
+mcs_backend_check_timeouts(struct mcs_engine *e)
+{
+    size_t n = e->router.nservers * e->cfg->connections;
+    for (size_t i = 0; i < n; i++) {
+        struct mcs_backend *b = &e->backends[i];
+        if (b->state == MCS_BACKEND_CONNECTING && e->now_ms >= b->connect_deadline_ms) {
+            backend_fail(e, b, MCS_FAILURE_TIMEOUT);
+        } else if (b->state != MCS_BACKEND_CLOSED && b->head != NULL && e->now_ms >= b->head->deadline_ms) {
+            backend_fail(e, b, MCS_FAILURE_TIMEOUT);
+        }
+    }
+}
+
+uint64_t
+mcs_backend_next_deadline(const struct mcs_engine *e)
+{
+    uint64_t next = UINT64_MAX;
+    size_t n = e->router.nservers * e->cfg->connections;
+    for (size_t i = 0; i < n; i++) {
+        const struct mcs_backend *b = &e->backends[i];
+        if (b->state == MCS_BACKEND_CONNECTING && b->connect_deadline_ms < next) {
+            next = b->connect_deadline_ms;
+        }
+        if (b->state != MCS_BACKEND_CLOSED && b->head != NULL && b->head->deadline_ms < next) {
+            next = b->head->deadline_ms;
+        }
+    }
+    return next;
+}

@@ -1,0 +1,639 @@
+/*
+ * preload/engine/client.c: application connections inside the engine.
+ *
+ * Reads the engine end of a socketpair, parses requests (core/ascii), routes
+ * them (core/router) into sub-requests on the backend pool, and writes the
+ * replies back strictly in request order. A multi-get whose keys live on
+ * several servers is split per server and merged back in the order of the
+ * keys asked; a server that fails turns its keys into misses. Requests sent
+ * with noreply are forwarded without it (so every server reply can be matched
+ * and checked) and their replies are dropped; they do not hold up the
+ * pipeline. Flow control: reading pauses while a client has too many requests
+ * in flight or too many unsent reply bytes.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "preload/engine/internal.h"
+#include "preload/lib/log.h"
+
+static const char reply_all_down[] = "SERVER_ERROR mcshim: no server available\r\n";
+
+static void client_process(struct mcs_engine *e, struct mcs_client *c);
+static void client_close(struct mcs_engine *e, struct mcs_client *c);
+
+static void
+mark_dirty(struct mcs_engine *e, struct mcs_client *c)
+{
+    if (!c->dirty) {
+        c->dirty = true;
+        c->next_dirty = e->dirty_clients;
+        e->dirty_clients = c;
+    }
+}
+
+void
+mcs_client_attach(struct mcs_engine *e, int fd)
+{
+    struct mcs_client *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        mcs_log(MCS_LOG_ERROR, "out of memory: dropping an application connection");
+        mcs_engine_close_fd(fd);
+        return;
+    }
+    c->fd = fd;
+    c->id = e->next_client_id++;
+    if (mcs_engine_epoll(e, EPOLL_CTL_ADD, fd, EPOLLIN, (uintptr_t)c) != 0) {
+        mcs_log(MCS_LOG_ERROR, "epoll_ctl failed for an application connection: %s", strerror(errno));
+        mcs_engine_close_fd(fd);
+        free(c);
+        return;
+    }
+    c->next = e->clients;
+    if (e->clients) {
+        e->clients->prev = c;
+    }
+    e->clients = c;
+    e->stats.curr_connections++;
+    e->stats.total_connections++;
+}
+
+static void
+request_free(struct mcs_request *r)
+{
+    for (uint32_t i = 0; i < r->nsubs; i++) {
+        mcs_buf_free(&r->subs[i].resp);
+    }
+    if (r->nsubs > 1) {
+        free(r->subs);
+    }
+    mcs_buf_free(&r->out);
+    free(r->keys);
+    free(r->key_sub);
+    free(r);
+}
+
+/* A request with room for one sub inline (the common single-server case). */
+struct request_one {
+    struct mcs_request req;
+    struct mcs_sub sub;
+};
+
+static struct mcs_request *
+request_new(struct mcs_engine *e, struct mcs_client *c, enum mcs_cmd cmd, uint32_t nsubs, bool noreply)
+{
+    struct request_one *one = calloc(1, sizeof(*one));
+    if (one == NULL) {
+        return NULL;
+    }
+    struct mcs_request *r = &one->req;
+    r->cmd = cmd;
+    r->nsubs = nsubs;
+    if (nsubs <= 1) {
+        r->subs = &one->sub;
+    } else {
+        r->subs = calloc(nsubs, sizeof(*r->subs));
+        if (r->subs == NULL) {
+            free(one);
+            return NULL;
+        }
+    }
+    for (uint32_t i = 0; i < nsubs; i++) {
+        r->subs[i].req = r;
+    }
+    if (!noreply) {
+        /* Join the pipeline; noreply requests stay detached. */
+        r->client = c;
+        if (c->tail) {
+            c->tail->next = r;
+        } else {
+            c->head = r;
+        }
+        c->tail = r;
+        c->inflight++;
+    }
+    (void)e;
+    return r;
+}
+
+/* Moves finished replies at the head of the pipeline to the output buffer. */
+static void
+client_advance(struct mcs_engine *e, struct mcs_client *c)
+{
+    while (c->head != NULL && c->head->done) {
+        struct mcs_request *r = c->head;
+        if (mcs_buf_append(&c->out, mcs_buf_head(&r->out), mcs_buf_len(&r->out)) != 0) {
+            c->closing = true;
+        }
+        c->head = r->next;
+        if (c->head == NULL) {
+            c->tail = NULL;
+        }
+        c->inflight--;
+        request_free(r);
+    }
+    mark_dirty(e, c);
+}
+
+/* Queues bytes answered by the shim itself, after every earlier reply. */
+static void
+client_local_reply(struct mcs_engine *e, struct mcs_client *c, const char *p, size_t n)
+{
+    if (c->head == NULL) {
+        if (mcs_buf_append(&c->out, p, n) != 0) {
+            c->closing = true;
+        }
+        mark_dirty(e, c);
+        return;
+    }
+    struct mcs_request *r = request_new(e, c, MCS_CMD_COUNT, 0, false);
+    if (r == NULL || mcs_buf_append(&r->out, p, n) != 0) {
+        c->closing = true;
+        return;
+    }
+    r->done = true;
+}
+
+/* Merges per-server VALUE items back into the order the keys were asked. */
+static void
+request_merge(struct mcs_request *r)
+{
+    uint32_t pos = 0, off, len, i = 0;
+    while (mcs_ascii_next_token(r->keys, &pos, r->keys_len, &off, &len) && i < r->nkeys) {
+        struct mcs_sub *s = &r->subs[r->key_sub[i++]];
+        size_t avail = mcs_buf_len(&s->resp);
+        if (s->failed || avail == 0) {
+            continue;
+        }
+        struct mcs_ascii_resp item;
+        const char *p = mcs_buf_head(&s->resp);
+        if (mcs_ascii_resp_parse(p, avail, UINT32_MAX, &item) != MCS_RESP_OK || item.kind != MCS_RESP_VALUE) {
+            continue;
+        }
+        if (item.key_len == len && memcmp(p + item.key_off, r->keys + off, len) == 0) {
+            mcs_buf_append(&r->out, p, item.len);
+            mcs_buf_consume(&s->resp, item.len);
+        }
+    }
+}
+
+static void
+request_finish(struct mcs_engine *e, struct mcs_request *r)
+{
+    if (mcs_cmd_route(r->cmd) == MCS_ROUTE_KEYS) {
+        if (r->nsubs > 1) {
+            request_merge(r);
+        }
+        mcs_buf_append(&r->out, "END\r\n", 5);
+        e->stats.cmd_get += r->nkeys;
+        e->stats.get_hits += r->hits;
+        e->stats.get_misses += r->nkeys > r->hits ? r->nkeys - r->hits : 0;
+    }
+    r->done = true;
+    if (r->client != NULL) {
+        client_advance(e, r->client);
+    } else {
+        request_free(r);
+    }
+}
+
+void
+mcs_request_sub_done(struct mcs_engine *e, struct mcs_sub *sub)
+{
+    struct mcs_request *r = sub->req;
+    if (sub->failed) {
+        enum mcs_cmd_route route = mcs_cmd_route(r->cmd);
+        if (route == MCS_ROUTE_KEY || route == MCS_ROUTE_ANY || route == MCS_ROUTE_ALL) {
+            char line[MCS_HOST_MAX + 96];
+            int n = snprintf(line, sizeof(line), "SERVER_ERROR mcshim: server %s unavailable\r\n",
+                             e->router.servers[sub->server].label);
+            if (route == MCS_ROUTE_ALL && r->all_error) {
+                n = 0;
+            } else if (route == MCS_ROUTE_ALL) {
+                mcs_buf_reset(&r->out);
+                r->all_error = true;
+            }
+            if (n > 0) {
+                mcs_buf_append(&r->out, line, (size_t)n);
+            }
+            e->stats.server_errors++;
+        }
+    }
+    if (--r->pending == 0) {
+        request_finish(e, r);
+    }
+}
+
+/* Sends sub to its server, or fails it at once if the server is down. */
+static void
+sub_send(struct mcs_engine *e, struct mcs_client *c, struct mcs_sub *sub, const char *a, size_t alen,
+         const char *b, size_t blen)
+{
+    sub->req->pending++;
+    if (!mcs_router_usable(&e->router, sub->server, e->now_ms)) {
+        e->router.servers[sub->server].stats.fast_fails++;
+        sub->failed = true;
+        mcs_request_sub_done(e, sub);
+        return;
+    }
+    mcs_backend_send(e, sub, c->id, a, alen, b, blen);
+}
+
+/* Pending counts start at one extra so no sub can finish the request while it
+ * is still being sent; this drops that hold. */
+static void
+request_release(struct mcs_engine *e, struct mcs_request *r)
+{
+    if (--r->pending == 0) {
+        request_finish(e, r);
+    }
+}
+
+static void
+dispatch_key(struct mcs_engine *e, struct mcs_client *c, const char *buf, const struct mcs_ascii_req *q)
+{
+    struct mcs_request *r = request_new(e, c, q->cmd, 1, q->noreply);
+    if (r == NULL) {
+        c->closing = true;
+        return;
+    }
+    r->pending = 1;
+    struct mcs_sub *sub = &r->subs[0];
+    sub->server = mcs_router_server_for_key(&e->router, buf + q->key_off, q->key_len);
+    if (q->noreply_len > 0) {
+        /* line without " noreply", then the rest (terminator and data block) */
+        sub_send(e, c, sub, buf, q->noreply_off, buf + q->noreply_off + q->noreply_len,
+                 q->len - q->noreply_off - q->noreply_len);
+    } else {
+        sub_send(e, c, sub, buf, q->len, NULL, 0);
+    }
+    request_release(e, r);
+}
+
+static void
+dispatch_keys(struct mcs_engine *e, struct mcs_client *c, const char *buf, const struct mcs_ascii_req *q)
+{
+    uint32_t n = q->nkeys, pos, off, len, i;
+    uint32_t *key_server = malloc(n * sizeof(*key_server));
+    if (key_server == NULL) {
+        c->closing = true;
+        return;
+    }
+    bool one_server = true;
+    for (pos = q->key_off, i = 0; i < n && mcs_ascii_next_token(buf, &pos, q->keys_end, &off, &len); i++) {
+        key_server[i] = mcs_router_server_for_key(&e->router, buf + off, len);
+        one_server = one_server && key_server[i] == key_server[0];
+    }
+    if (one_server) {
+        struct mcs_request *r = request_new(e, c, q->cmd, 1, false);
+        if (r == NULL) {
+            free(key_server);
+            c->closing = true;
+            return;
+        }
+        r->nkeys = n;
+        r->pending = 1;
+        r->subs[0].server = key_server[0];
+        free(key_server);
+        sub_send(e, c, &r->subs[0], buf, q->line_len, NULL, 0);
+        request_release(e, r);
+        return;
+    }
+
+    /* Several servers: one sub per server, in order of first appearance. */
+    uint32_t nsrv = (uint32_t)e->router.nservers, nsubs = 0;
+    uint32_t *sub_of_server = malloc(nsrv * sizeof(*sub_of_server));
+    uint32_t *key_sub = malloc(n * sizeof(*key_sub));
+    char *keys = malloc(q->keys_end - q->key_off + 1);
+    if (sub_of_server == NULL || key_sub == NULL || keys == NULL) {
+        goto oom;
+    }
+    memset(sub_of_server, 0xff, nsrv * sizeof(*sub_of_server));
+    for (i = 0; i < n; i++) {
+        if (sub_of_server[key_server[i]] == UINT32_MAX) {
+            sub_of_server[key_server[i]] = nsubs++;
+        }
+        key_sub[i] = sub_of_server[key_server[i]];
+    }
+    struct mcs_request *r = request_new(e, c, q->cmd, nsubs, false);
+    if (r == NULL) {
+        goto oom;
+    }
+    r->nkeys = n;
+    r->keys_len = q->keys_end - q->key_off;
+    memcpy(keys, buf + q->key_off, r->keys_len);
+    r->keys = keys;
+    r->key_sub = key_sub;
+    r->pending = 1;
+    for (uint32_t s = 0; s < nsrv; s++) {
+        if (sub_of_server[s] != UINT32_MAX) {
+            r->subs[sub_of_server[s]].server = s;
+        }
+    }
+    /* Build "<cmd> [<exptime>] k1 k2 ...\r\n" for each server. */
+    struct mcs_buf line = { 0 };
+    const char *name = mcs_cmd_name(q->cmd);
+    for (uint32_t s = 0; s < nsubs; s++) {
+        mcs_buf_reset(&line);
+        mcs_buf_append(&line, name, strlen(name));
+        if (q->args_len > 0) {
+            mcs_buf_append(&line, " ", 1);
+            mcs_buf_append(&line, buf + q->args_off, q->args_len);
+        }
+        for (pos = 0, i = 0; i < n && mcs_ascii_next_token(r->keys, &pos, r->keys_len, &off, &len); i++) {
+            if (key_sub[i] == s) {
+                mcs_buf_append(&line, " ", 1);
+                mcs_buf_append(&line, r->keys + off, len);
+            }
+        }
+        mcs_buf_append(&line, "\r\n", 2);
+        sub_send(e, c, &r->subs[s], mcs_buf_head(&line), mcs_buf_len(&line), NULL, 0);
+    }
+    mcs_buf_free(&line);
+    free(sub_of_server);
+    free(key_server);
+    request_release(e, r);
+    return;
+
+oom:
+    free(sub_of_server);
+    free(key_sub);
+    free(keys);
+    free(key_server);
+    c->closing = true;
+}
+
+static void
+dispatch_broadcast(struct mcs_engine *e, struct mcs_client *c, const char *buf, const struct mcs_ascii_req *q)
+{
+    bool all = mcs_cmd_route(q->cmd) == MCS_ROUTE_ALL;
+    uint32_t nsubs = all ? (uint32_t)e->router.nservers : 1;
+    struct mcs_request *r = request_new(e, c, q->cmd, nsubs, q->noreply);
+    if (r == NULL) {
+        c->closing = true;
+        return;
+    }
+    r->pending = 1;
+    if (!all) {
+        /* One answer from the first server that is usable. */
+        uint32_t s;
+        for (s = 0; s < e->router.nservers && !mcs_router_usable(&e->router, s, e->now_ms); s++) {
+        }
+        if (s == e->router.nservers) {
+            mcs_buf_append(&r->out, reply_all_down, sizeof(reply_all_down) - 1);
+            request_release(e, r);
+            return;
+        }
+        r->subs[0].server = s;
+    }
+    for (uint32_t s = 0; s < nsubs; s++) {
+        if (all) {
+            r->subs[s].server = s;
+        }
+        if (q->noreply_len > 0) {
+            sub_send(e, c, &r->subs[s], buf, q->noreply_off, buf + q->eol_off, q->line_len - q->eol_off);
+        } else {
+            sub_send(e, c, &r->subs[s], buf, q->line_len, NULL, 0);
+        }
+    }
+    if (q->cmd == MCS_CMD_FLUSH_ALL) {
+        e->stats.cmd_flush++;
+    }
+    request_release(e, r);
+}
+
+static void
+dispatch_stats(struct mcs_engine *e, struct mcs_client *c, const char *buf, const struct mcs_ascii_req *q)
+{
+    struct mcs_buf out = { 0 };
+    const char *args = buf + q->args_off;
+    if (q->args_len == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        mcs_stats_general(&out, &e->stats, e->now_ms, e->start_ms, (uint64_t)ts.tv_sec, e->pid);
+    } else if (q->args_len == 6 && memcmp(args, "mcshim", 6) == 0) {
+        mcs_stats_mcshim(&out, &e->stats, &e->router, e->now_ms, e->start_ms, e->pid);
+    } else if (q->args_len == 5 && memcmp(args, "reset", 5) == 0) {
+        uint64_t curr = e->stats.curr_connections;
+        memset(&e->stats, 0, sizeof(e->stats));
+        e->stats.curr_connections = curr;
+        for (size_t i = 0; i < e->router.nservers; i++) {
+            memset(&e->router.servers[i].stats, 0, sizeof(e->router.servers[i].stats));
+        }
+        mcs_buf_append(&out, "RESET\r\n", 7);
+    } else {
+        static const char unsupported[] =
+            "CLIENT_ERROR mcshim answers 'stats', 'stats mcshim' and 'stats reset'; ask a server directly\r\n";
+        mcs_buf_append(&out, unsupported, sizeof(unsupported) - 1);
+    }
+    client_local_reply(e, c, mcs_buf_head(&out), mcs_buf_len(&out));
+    mcs_buf_free(&out);
+}
+
+static void
+dispatch(struct mcs_engine *e, struct mcs_client *c, const char *buf, const struct mcs_ascii_req *q)
+{
+    e->stats.requests++;
+    switch (q->cmd) {
+    case MCS_CMD_SET:
+    case MCS_CMD_ADD:
+    case MCS_CMD_REPLACE:
+    case MCS_CMD_APPEND:
+    case MCS_CMD_PREPEND:
+    case MCS_CMD_CAS:
+        e->stats.cmd_set++;
+        break;
+    case MCS_CMD_TOUCH:
+        e->stats.cmd_touch++;
+        break;
+    default:
+        break;
+    }
+    switch (mcs_cmd_route(q->cmd)) {
+    case MCS_ROUTE_KEY:
+        dispatch_key(e, c, buf, q);
+        break;
+    case MCS_ROUTE_KEYS:
+        dispatch_keys(e, c, buf, q);
+        break;
+    case MCS_ROUTE_ANY:
+    case MCS_ROUTE_ALL:
+        dispatch_broadcast(e, c, buf, q);
+        break;
+    case MCS_ROUTE_LOCAL:
+        if (q->cmd == MCS_CMD_QUIT) {
+            c->closing = true;
+        } else {
+            dispatch_stats(e, c, buf, q);
+        }
+        break;
+    }
+}
+
+static void
+client_process(struct mcs_engine *e, struct mcs_client *c)
+{
+    while (!c->closing && c->inflight < MCS_CLIENT_MAX_PIPELINE && mcs_buf_len(&c->out) < MCS_CLIENT_MAX_OUT) {
+        struct mcs_ascii_req q;
+        const char *buf = mcs_buf_head(&c->in);
+        size_t len = mcs_buf_len(&c->in);
+        if (len == 0) {
+            break;
+        }
+        enum mcs_ascii_status st = mcs_ascii_parse(&c->parser, buf, len, e->cfg->item_max, &q);
+        if (st == MCS_ASCII_MORE) {
+            break;
+        }
+        if (st == MCS_ASCII_OK) {
+            dispatch(e, c, buf, &q);
+        } else {
+            if (q.reply != NULL) {
+                e->stats.client_errors++;
+                client_local_reply(e, c, q.reply, strlen(q.reply));
+            }
+            if (st == MCS_ASCII_CLOSE) {
+                c->closing = true;
+            }
+        }
+        mcs_buf_consume(&c->in, q.len);
+    }
+    bool over = c->inflight >= MCS_CLIENT_MAX_PIPELINE || mcs_buf_len(&c->out) >= MCS_CLIENT_MAX_OUT;
+    if (over && !c->paused) {
+        c->paused = true;
+        mcs_engine_epoll(e, EPOLL_CTL_MOD, c->fd, c->want_write ? EPOLLOUT : 0, (uintptr_t)c);
+    }
+    if (c->closing) {
+        mark_dirty(e, c);
+    }
+}
+
+static void
+client_read(struct mcs_engine *e, struct mcs_client *c)
+{
+    for (int round = 0; round < 4 && !c->closing && !c->paused; round++) {
+        if (mcs_buf_reserve(&c->in, MCS_CLIENT_READ_CHUNK) != 0) {
+            client_close(e, c);
+            return;
+        }
+        ssize_t n = recv(c->fd, c->in.data + c->in.end, c->in.cap - c->in.end, MSG_DONTWAIT);
+        if (n > 0) {
+            c->in.end += (size_t)n;
+            client_process(e, c);
+            if ((size_t)n < MCS_CLIENT_READ_CHUNK) {
+                break;
+            }
+        } else if (n == 0) {
+            /* The application closed (or shut down) its end: answer what was asked, then close. */
+            c->closing = true;
+            mark_dirty(e, c);
+            break;
+        } else if (errno == EINTR) {
+            continue;
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            break;
+        } else {
+            client_close(e, c);
+            return;
+        }
+    }
+    if (mcs_buf_len(&c->in) == 0) {
+        mcs_buf_shrink(&c->in, 4 * MCS_CLIENT_READ_CHUNK);
+    }
+}
+
+static void
+client_close(struct mcs_engine *e, struct mcs_client *c)
+{
+    /* Requests still owed by servers are detached; finished ones are freed. */
+    struct mcs_request *r = c->head;
+    while (r != NULL) {
+        struct mcs_request *next = r->next;
+        if (r->done) {
+            request_free(r);
+        } else {
+            r->client = NULL;
+            r->next = NULL;
+        }
+        r = next;
+    }
+    c->head = c->tail = NULL;
+    mcs_engine_epoll(e, EPOLL_CTL_DEL, c->fd, 0, 0);
+    mcs_engine_close_fd(c->fd);
+    c->fd = -1;
+    if (c->prev) {
+        c->prev->next = c->next;
+    } else {
+        e->clients = c->next;
+    }
+    if (c->next) {
+        c->next->prev = c->prev;
+    }
+    e->stats.curr_connections--;
+    mcs_buf_free(&c->in);
+    mcs_buf_free(&c->out);
+    if (c->dirty) {
+        /* Still on the dirty list: mcs_client_flush frees it when it gets there. */
+        return;
+    }
+    free(c);
+}
+
+void
+mcs_client_flush(struct mcs_engine *e, struct mcs_client *c)
+{
+    c->dirty = false;
+    if (c->fd < 0) {
+        free(c);
+        return;
+    }
+    while (mcs_buf_len(&c->out) > 0) {
+        ssize_t n = send(c->fd, mcs_buf_head(&c->out), mcs_buf_len(&c->out), MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n > 0) {
+            mcs_buf_consume(&c->out, (size_t)n);
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            break;
+        } else {
+            client_close(e, c);
+            return;
+        }
+    }
+    bool pending_out = mcs_buf_len(&c->out) > 0;
+    if (!pending_out) {
+        mcs_buf_shrink(&c->out, 4 * MCS_CLIENT_READ_CHUNK);
+    }
+    if (c->closing && !pending_out && c->head == NULL) {
+        client_close(e, c);
+        return;
+    }
+    bool resume = c->paused && c->inflight < MCS_CLIENT_MAX_PIPELINE / 2 && mcs_buf_len(&c->out) < MCS_CLIENT_MAX_OUT / 2;
+    if (resume) {
+        c->paused = false;
+    }
+    if (resume || pending_out != c->want_write) {
+        c->want_write = pending_out;
+        uint32_t ev = (c->paused ? 0 : EPOLLIN) | (pending_out ? EPOLLOUT : 0);
+        mcs_engine_epoll(e, EPOLL_CTL_MOD, c->fd, ev, (uintptr_t)c);
+    }
+    if (resume) {
+        client_process(e, c);
+    }
+}
+
+void
+mcs_client_event(struct mcs_engine *e, struct mcs_client *c, uint32_t events)
+{
+    if (events & EPOLLOUT) {
+        mark_dirty(e, c);
+    }
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+        client_read(e, c);
+    }
+}

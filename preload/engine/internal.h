@@ -1,0 +1,144 @@
+/*
+ * preload/engine/internal.h: structures shared by the engine's files.
+ *
+ * Ownership:
+ * - struct mcs_engine: one per process, created by mcs_engine_ensure, never
+ *   freed (after fork the child abandons the parent's copy).
+ * - struct mcs_client: one per intercepted application connection; created on
+ *   attach, freed by client_close (EOF, error, quit). Its requests outlive it
+ *   if servers still owe replies: they are detached (client = NULL).
+ * - struct mcs_request: one per application request that needs servers;
+ *   created by client_dispatch, referenced by the client's pipeline (until its
+ *   reply is written) and by each outstanding sub-request; freed when both
+ *   are gone.
+ * - struct mcs_sub: one per (request, server); lives in the request's array
+ *   and sits in one backend connection's FIFO while the server owes a reply.
+ * - struct mcs_backend: a fixed pool of connections per server, created with
+ *   the engine; the socket is opened lazily and re-opened after errors.
+ * Only the engine thread touches any of these, except engine->incoming
+ * (guarded by engine->lock).
+ */
+#ifndef MCS_ENGINE_INTERNAL_H
+#define MCS_ENGINE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "preload/core/ascii.h"
+#include "preload/core/buf.h"
+#include "preload/core/config.h"
+#include "preload/core/router.h"
+#include "preload/core/stats.h"
+
+#define MCS_CLIENT_READ_CHUNK   (64 * 1024)
+#define MCS_CLIENT_MAX_PIPELINE 4096             /* requests in flight per client before reads pause */
+#define MCS_CLIENT_MAX_OUT      (8 * 1024 * 1024) /* unsent reply bytes per client before reads pause */
+#define MCS_BACKEND_READ_CHUNK  (64 * 1024)
+
+struct mcs_request;
+
+struct mcs_sub {
+    struct mcs_request *req;
+    struct mcs_sub *next;       /* in the backend FIFO */
+    uint64_t deadline_ms;
+    uint32_t server;
+    bool     failed;
+    struct mcs_buf resp;        /* multi-server get: this server's VALUE items */
+};
+
+struct mcs_request {
+    struct mcs_request *next;   /* in the client pipeline */
+    struct mcs_client *client;  /* NULL once detached */
+    enum mcs_cmd cmd;
+    uint32_t pending;           /* subs still owed a reply */
+    uint32_t nsubs;
+    uint32_t nkeys;
+    uint32_t hits;
+    bool     done;              /* reply complete in out */
+    bool     all_error;         /* broadcast: out holds an error reply */
+    struct mcs_buf out;         /* the reply for the application */
+    char    *keys;              /* multi-server get: copy of the key list */
+    uint32_t keys_len;
+    uint32_t *key_sub;          /* multi-server get: sub index per key */
+    struct mcs_sub *subs;
+};
+
+struct mcs_client {
+    int      fd;
+    uint64_t id;
+    struct mcs_buf in;
+    struct mcs_buf out;
+    struct mcs_ascii_parser parser;
+    struct mcs_request *head;   /* pipeline, oldest first */
+    struct mcs_request *tail;
+    uint32_t inflight;
+    bool     closing;           /* quit or fatal: close once out is written */
+    bool     paused;            /* EPOLLIN removed for flow control */
+    bool     want_write;        /* EPOLLOUT registered */
+    bool     dirty;             /* out has bytes to flush this loop */
+    struct mcs_client *next_dirty;
+    struct mcs_client *prev;    /* all clients */
+    struct mcs_client *next;
+};
+
+enum mcs_backend_state { MCS_BACKEND_CLOSED, MCS_BACKEND_CONNECTING, MCS_BACKEND_READY };
+
+struct mcs_backend {
+    int      fd;
+    uint32_t server;
+    enum mcs_backend_state state;
+    bool     dirty;             /* out has bytes to flush this loop */
+    bool     want_write;
+    struct mcs_backend *next_dirty;
+    uint64_t connect_deadline_ms;
+    struct mcs_buf out;
+    struct mcs_buf in;
+    struct mcs_sub *head;       /* FIFO of subs owed a reply */
+    struct mcs_sub *tail;
+};
+
+struct mcs_engine {
+    const struct mcs_config *cfg;
+    struct mcs_router router;
+    int      epfd;
+    int      evfd;
+    pthread_t thread;
+    pthread_mutex_t lock;       /* guards incoming */
+    int     *incoming;
+    size_t   nincoming;
+    size_t   capincoming;
+    struct mcs_backend *backends;   /* nservers * cfg->connections */
+    struct mcs_client *clients;
+    struct mcs_client *dirty_clients;
+    struct mcs_backend *dirty_backends;
+    struct mcs_engine_stats stats;
+    uint64_t now_ms;
+    uint64_t start_ms;
+    uint64_t next_client_id;
+    long     pid;
+};
+
+/* epoll user data: the low bit tells a client from a backend. */
+#define MCS_TAG_BACKEND ((uintptr_t)1)
+
+/* engine.c */
+uint64_t mcs_engine_clock_ms(void);
+int mcs_engine_epoll(struct mcs_engine *e, int op, int fd, uint32_t events, uintptr_t tag);
+void mcs_engine_close_fd(int fd);
+
+/* client.c */
+void mcs_client_attach(struct mcs_engine *e, int fd);
+void mcs_client_event(struct mcs_engine *e, struct mcs_client *c, uint32_t events);
+void mcs_client_flush(struct mcs_engine *e, struct mcs_client *c);
+void mcs_request_sub_done(struct mcs_engine *e, struct mcs_sub *sub);
+
+/* backend.c */
+void mcs_backend_send(struct mcs_engine *e, struct mcs_sub *sub, uint64_t client_id, const char *a, size_t alen,
+                      const char *b, size_t blen);
+void mcs_backend_event(struct mcs_engine *e, struct mcs_backend *b, uint32_t events);
+void mcs_backend_flush(struct mcs_engine *e, struct mcs_backend *b);
+void mcs_backend_check_timeouts(struct mcs_engine *e);
+uint64_t mcs_backend_next_deadline(const struct mcs_engine *e);
+
+#endif

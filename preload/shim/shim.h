@@ -1,0 +1,70 @@
+/*
+ * preload/shim/shim.h: the interposer's internal interface.
+ *
+ * Each exported libc-named function (one concern per file: connect.c,
+ * close.c, dup.c, sockopt.c, sockname.c, socket.c) is a thin stub: make sure
+ * the library is initialised, save errno, ask the internal function whether
+ * the descriptor is ours, restore errno unless the call itself fails.
+ *
+ * An intercepted connection is a struct mcs_vconn: what the application
+ * believes about its socket (TCP peer and local address, options it set).
+ * Every descriptor that refers to it (dup copies) holds a reference through
+ * the fd table; the last reference frees it. Entries are validated against
+ * the descriptor's inode before use, so a number the host closed behind our
+ * back (glibc's fclose, raw syscalls) and reused is never acted on.
+ */
+#ifndef MCS_SHIM_H
+#define MCS_SHIM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include "preload/core/config.h"
+
+#define MCS_VCONN_MAX_OPTS 24
+#define MCS_VCONN_OPT_MAX  32
+
+struct mcs_vconn_opt {
+    int level;
+    int name;
+    socklen_t len;
+    unsigned char value[MCS_VCONN_OPT_MAX];
+};
+
+struct mcs_vconn {
+    int refs;                            /* descriptors referring to it (fd table lock) */
+    int family;                          /* what the application created: AF_INET/AF_INET6/AF_UNIX */
+    ino_t ino;                           /* identity of the application end */
+    dev_t dev;
+    int fork_fd;                         /* fork child only: the new application end */
+    struct sockaddr_storage peer;
+    socklen_t peerlen;
+    struct sockaddr_storage local;
+    socklen_t locallen;
+    size_t nopts;
+    struct mcs_vconn_opt opts[MCS_VCONN_MAX_OPTS];
+};
+
+/* init.c: the configuration once parsed; NULL while inert or initialising. */
+const struct mcs_config *mcs_shim_config(void);
+
+/* vconn.c (callers hold mcs_fdtab_lock for the *_locked functions) */
+struct mcs_vconn *mcs_vconn_lookup_locked(int fd);   /* validated, or NULL (and a stale entry dropped) */
+void mcs_vconn_forget_locked(int fd);                /* drops whatever the table says about fd */
+void mcs_vconn_alias_locked(int from, int to);       /* `to` is now a copy of `from` */
+struct mcs_vconn_opt *mcs_vconn_opt(struct mcs_vconn *vc, int level, int name, bool create);
+bool mcs_fd_maybe_ours(int fd);                       /* lock-free: table has anything for fd */
+
+/* connect.c */
+int mcs_shim_connect(int fd, const struct sockaddr *addr, socklen_t len, bool *handled);
+int mcs_vconn_restream(int fd, struct mcs_vconn *vc, int *engine_fd);
+
+/* fork.c */
+void mcs_fork_register(void);
+
+#endif
+
+/* Exported interposed functions (the library is built with hidden visibility). */
+#define MCS_EXPORT __attribute__((visibility("default")))

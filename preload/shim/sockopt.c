@@ -1,0 +1,122 @@
+/*
+ * preload/shim/sockopt.c: setsockopt/getsockopt on an intercepted descriptor.
+ *
+ * The descriptor is really an AF_UNIX stream socket, which refuses TCP and
+ * IP level options. Those are remembered and read back as set (unset ones
+ * read as zero), so clients that assert on TCP_NODELAY or TCP_KEEPIDLE (e.g.
+ * libmemcached) keep working. SOL_SOCKET options go to the real socket
+ * (timeouts, keepalive, buffer sizes all work on AF_UNIX); one it refuses is
+ * remembered the same way. SO_DOMAIN and SO_PROTOCOL answer what the
+ * application created (AF_INET/AF_INET6, TCP).
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+
+#include "preload/lib/fdtab.h"
+#include "preload/lib/real.h"
+#include "preload/shim/shim.h"
+
+static bool
+emulated_level(int level)
+{
+    return level == IPPROTO_TCP || level == IPPROTO_IP || level == IPPROTO_IPV6;
+}
+
+static int
+store(struct mcs_vconn *vc, int level, int name, const void *val, socklen_t len)
+{
+    struct mcs_vconn_opt *o = mcs_vconn_opt(vc, level, name, true);
+    if (o == NULL || len > MCS_VCONN_OPT_MAX || (len > 0 && val == NULL)) {
+        errno = o == NULL ? ENOMEM : EINVAL;
+        return -1;
+    }
+    memcpy(o->value, val, len);
+    o->len = len;
+    return 0;
+}
+
+MCS_EXPORT int
+setsockopt(int fd, int level, int name, const void *val, socklen_t len)
+{
+    mcs_real_init();
+    if (!mcs_fd_maybe_ours(fd)) {
+        return mcs_real.setsockopt(fd, level, name, val, len);
+    }
+    int saved = errno;
+    mcs_fdtab_lock();
+    struct mcs_vconn *vc = mcs_vconn_lookup_locked(fd);
+    if (vc == NULL) {
+        mcs_fdtab_unlock();
+        errno = saved;
+        return mcs_real.setsockopt(fd, level, name, val, len);
+    }
+    int rc;
+    if (emulated_level(level)) {
+        rc = store(vc, level, name, val, len);
+    } else {
+        rc = mcs_real.setsockopt(fd, level, name, val, len);
+        if (rc != 0 && level == SOL_SOCKET && (errno == EOPNOTSUPP || errno == ENOPROTOOPT)) {
+            rc = store(vc, level, name, val, len);
+        }
+    }
+    mcs_fdtab_unlock();
+    if (rc == 0) {
+        errno = saved;
+    }
+    return rc;
+}
+
+static void
+answer(void *val, socklen_t *len, const void *src, socklen_t srclen)
+{
+    socklen_t n = *len < srclen ? *len : srclen;
+    memcpy(val, src, n);
+    *len = n;
+}
+
+MCS_EXPORT int
+getsockopt(int fd, int level, int name, void *val, socklen_t *len)
+{
+    mcs_real_init();
+    if (!mcs_fd_maybe_ours(fd) || val == NULL || len == NULL) {
+        return mcs_real.getsockopt(fd, level, name, val, len);
+    }
+    int saved = errno;
+    mcs_fdtab_lock();
+    struct mcs_vconn *vc = mcs_vconn_lookup_locked(fd);
+    if (vc == NULL) {
+        mcs_fdtab_unlock();
+        errno = saved;
+        return mcs_real.getsockopt(fd, level, name, val, len);
+    }
+    int rc = 0;
+    int v;
+    struct mcs_vconn_opt *o;
+    if (level == SOL_SOCKET && name == SO_DOMAIN) {
+        v = vc->family;
+        answer(val, len, &v, sizeof(v));
+    } else if (level == SOL_SOCKET && name == SO_PROTOCOL) {
+        v = vc->family == AF_UNIX ? 0 : IPPROTO_TCP;
+        answer(val, len, &v, sizeof(v));
+    } else if ((o = mcs_vconn_opt(vc, level, name, false)) != NULL) {
+        answer(val, len, o->value, o->len);
+    } else if (emulated_level(level)) {
+        /* Never set: zero, except the TCP state, which is "established". */
+        memset(val, 0, *len);
+        if (level == IPPROTO_TCP && name == TCP_INFO && *len > 0) {
+            ((unsigned char *)val)[0] = TCP_ESTABLISHED;
+        }
+        if (*len > sizeof(int) && name != TCP_INFO) {
+            *len = sizeof(int);
+        }
+    } else {
+        rc = mcs_real.getsockopt(fd, level, name, val, len);
+    }
+    mcs_fdtab_unlock();
+    if (rc == 0) {
+        errno = saved;
+    }
+    return rc;
+}

@@ -1,0 +1,88 @@
+/*
+ * preload/shim/vconn.c: the registry of intercepted connections (see shim.h).
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "preload/lib/fdtab.h"
+#include "preload/shim/shim.h"
+
+static struct mcs_vconn *
+as_vconn(uintptr_t v)
+{
+    return (v == 0 || (v & MCS_FD_INTERNAL_BIT)) ? NULL : (struct mcs_vconn *)v;
+}
+
+static void
+vconn_unref(struct mcs_vconn *vc)
+{
+    if (vc != NULL && --vc->refs == 0) {
+        free(vc);
+    }
+}
+
+bool
+mcs_fd_maybe_ours(int fd)
+{
+    return mcs_fdtab_get(fd) != 0;
+}
+
+void
+mcs_vconn_forget_locked(int fd)
+{
+    uintptr_t old = mcs_fdtab_swap(fd, 0);
+    vconn_unref(as_vconn(old));
+}
+
+struct mcs_vconn *
+mcs_vconn_lookup_locked(int fd)
+{
+    struct mcs_vconn *vc = as_vconn(mcs_fdtab_get(fd));
+    if (vc == NULL) {
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_ino != vc->ino || st.st_dev != vc->dev) {
+        mcs_vconn_forget_locked(fd);
+        return NULL;
+    }
+    return vc;
+}
+
+void
+mcs_vconn_alias_locked(int from, int to)
+{
+    struct mcs_vconn *vc = mcs_vconn_lookup_locked(from);
+    if (vc == NULL) {
+        mcs_vconn_forget_locked(to);
+        return;
+    }
+    vc->refs++;
+    uintptr_t old = mcs_fdtab_swap(to, (uintptr_t)vc);
+    if (old == (uintptr_t)vc) {
+        vc->refs--;
+    } else if (old != 0 && as_vconn(old) == NULL && old != (uintptr_t)vc) {
+        /* `to` was recorded as internal but the host has it now. */
+    } else {
+        vconn_unref(as_vconn(old));
+    }
+}
+
+struct mcs_vconn_opt *
+mcs_vconn_opt(struct mcs_vconn *vc, int level, int name, bool create)
+{
+    for (size_t i = 0; i < vc->nopts; i++) {
+        if (vc->opts[i].level == level && vc->opts[i].name == name) {
+            return &vc->opts[i];
+        }
+    }
+    if (!create || vc->nopts == MCS_VCONN_MAX_OPTS) {
+        return NULL;
+    }
+    struct mcs_vconn_opt *o = &vc->opts[vc->nopts++];
+    memset(o, 0, sizeof(*o));
+    o->level = level;
+    o->name = name;
+    return o;
+}
