@@ -428,9 +428,9 @@ dispatch_stats(struct mcs_engine *e, struct mcs_client *c, const char *buf, cons
         }
         mcs_buf_append(&out, "RESET\r\n", 7);
     } else {
-        static const char unsupported[] =
-            "CLIENT_ERROR mcshim answers 'stats', 'stats mcshim' and 'stats reset'; ask a server directly\r\n";
-        mcs_buf_append(&out, unsupported, sizeof(unsupported) - 1);
+        /* Per-server views (items, slabs, settings, ...) are not merged: ask a server directly. */
+        e->stats.client_errors++;
+        mcs_buf_append(&out, "ERROR\r\n", 7);
     }
     client_local_reply(e, c, mcs_buf_head(&out), mcs_buf_len(&out));
     mcs_buf_free(&out);
