@@ -504,7 +504,7 @@ client_process(struct mcs_engine *e, struct mcs_client *c)
         mcs_buf_consume(&c->in, q.len);
     }
     bool over = c->inflight >= MCS_CLIENT_MAX_PIPELINE || mcs_buf_len(&c->out) >= MCS_CLIENT_MAX_OUT;
-    if (over && !c->paused) {
+    if (over && !c->paused && !c->closing) {
         c->paused = true;
         mcs_engine_epoll(e, EPOLL_CTL_MOD, c->fd, c->want_write ? EPOLLOUT : 0, (uintptr_t)c);
     }
@@ -513,13 +513,14 @@ client_process(struct mcs_engine *e, struct mcs_client *c)
     }
 }
 
-static void
+/* Returns false if the client was closed (and may be freed). */
+static bool
 client_read(struct mcs_engine *e, struct mcs_client *c)
 {
     for (int round = 0; round < 4 && !c->closing && !c->paused; round++) {
         if (mcs_buf_reserve(&c->in, MCS_CLIENT_READ_CHUNK) != 0) {
             client_close(e, c);
-            return;
+            return false;
         }
         ssize_t n = recv(c->fd, c->in.data + c->in.end, c->in.cap - c->in.end, MSG_DONTWAIT);
         if (n > 0) {
@@ -529,8 +530,10 @@ client_read(struct mcs_engine *e, struct mcs_client *c)
                 break;
             }
         } else if (n == 0) {
-            /* The application closed (or shut down) its end: answer what was asked, then close. */
+            /* The application closed (or shut down) its end: answer what was asked, then
+             * close. Stop watching for input, which would now be ready for ever. */
             c->closing = true;
+            mcs_engine_epoll(e, EPOLL_CTL_MOD, c->fd, c->want_write ? EPOLLOUT : 0, (uintptr_t)c);
             mark_dirty(e, c);
             break;
         } else if (errno == EINTR) {
@@ -539,12 +542,13 @@ client_read(struct mcs_engine *e, struct mcs_client *c)
             break;
         } else {
             client_close(e, c);
-            return;
+            return false;
         }
     }
     if (mcs_buf_len(&c->in) == 0) {
         mcs_buf_shrink(&c->in, 4 * MCS_CLIENT_READ_CHUNK);
     }
+    return true;
 }
 
 static void
@@ -619,7 +623,7 @@ mcs_client_flush(struct mcs_engine *e, struct mcs_client *c)
     }
     if (resume || pending_out != c->want_write) {
         c->want_write = pending_out;
-        uint32_t ev = (c->paused ? 0 : EPOLLIN) | (pending_out ? EPOLLOUT : 0);
+        uint32_t ev = (c->paused || c->closing ? 0 : EPOLLIN) | (pending_out ? EPOLLOUT : 0);
         mcs_engine_epoll(e, EPOLL_CTL_MOD, c->fd, ev, (uintptr_t)c);
     }
     if (resume) {
@@ -633,7 +637,12 @@ mcs_client_event(struct mcs_engine *e, struct mcs_client *c, uint32_t events)
     if (events & EPOLLOUT) {
         mark_dirty(e, c);
     }
-    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-        client_read(e, c);
+    if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !client_read(e, c)) {
+        return;
+    }
+    if (events & (EPOLLHUP | EPOLLERR)) {
+        /* Nobody can read replies any more (and the event would repeat for ever):
+         * requests already sent still reach their servers; their replies are dropped. */
+        client_close(e, c);
     }
 }
