@@ -47,9 +47,9 @@ uint32_t mcs_hash(enum mcs_hash_kind kind, const char *key, size_t len);
 /* The individual functions, for tests and for ketama (which uses md5 words). */
 uint32_t mcs_hash_one_at_a_time(const char *key, size_t len);
 uint32_t mcs_hash_md5(const char *key, size_t len);      /* word 0 of MD5, little-endian */
-uint32_t mcs_hash_crc16(const char *key, size_t len);
-uint32_t mcs_hash_crc32(const char *key, size_t len);    /* libmemcached-compatible (high 16 bits >> 16 & 0x7fff) */
-uint32_t mcs_hash_crc32a(const char *key, size_t len);   /* plain CRC-32 */
+uint32_t mcs_hash_crc16(const char *key, size_t len);    /* twemproxy 0.5: CRC-16/XMODEM in a 32-bit accumulator */
+uint32_t mcs_hash_crc32(const char *key, size_t len);    /* libmemcached-compatible: (~crc32 >> 16) & 0x7fff */
+uint32_t mcs_hash_crc32a(const char *key, size_t len);   /* plain CRC-32 (IEEE, as zlib) */
 uint32_t mcs_hash_fnv1_64(const char *key, size_t len);
 uint32_t mcs_hash_fnv1a_64(const char *key, size_t len);
 uint32_t mcs_hash_fnv1_32(const char *key, size_t len);
@@ -58,7 +58,23 @@ uint32_t mcs_hash_hsieh(const char *key, size_t len);
 uint32_t mcs_hash_murmur(const char *key, size_t len);
 uint32_t mcs_hash_jenkins(const char *key, size_t len);
 
-/* Full 16-byte MD5 digest of data[0..len). */
+/* Full 16-byte MD5 digest (RFC 1321) of data[0..len). */
 void mcs_md5(const void *data, size_t len, unsigned char digest[16]);
+
+/* Incremental MD5, caller-owned context (ketama hashes "name" + "-k" without a
+ * bounded scratch buffer, and reuses the state after "name"). A context may be
+ * copied by assignment to fork a digest. */
+struct mcs_md5_ctx {
+    uint32_t      state[4];
+    uint64_t      bytes;      /* total bytes fed so far */
+    unsigned char buf[64];    /* the partial block: bytes % 64 of them */
+};
+
+void mcs_md5_init(struct mcs_md5_ctx *ctx);
+void mcs_md5_update(struct mcs_md5_ctx *ctx, const void *data, size_t len);
+void mcs_md5_final(struct mcs_md5_ctx *ctx, unsigned char digest[16]);
+
+/* Word `word` (0..3, taken mod 4) of a digest, read little-endian. */
+uint32_t mcs_md5_word(const unsigned char digest[16], unsigned word);
 
 #endif

@@ -26,6 +26,13 @@
 static const char reply_all_down[] = "SERVER_ERROR mcshim: no server available\r\n";
 
 static void client_process(struct mcs_engine *e, struct mcs_client *c);
+
+/* Once closing, input is no longer read; keep only write interest. */
+static void
+client_stop_reading(struct mcs_engine *e, struct mcs_client *c)
+{
+    mcs_engine_epoll(e, EPOLL_CTL_MOD, c->fd, c->want_write ? EPOLLOUT : 0, (uintptr_t)c);
+}
 static void client_close(struct mcs_engine *e, struct mcs_client *c);
 
 static void
@@ -509,6 +516,7 @@ client_process(struct mcs_engine *e, struct mcs_client *c)
         mcs_engine_epoll(e, EPOLL_CTL_MOD, c->fd, c->want_write ? EPOLLOUT : 0, (uintptr_t)c);
     }
     if (c->closing) {
+        client_stop_reading(e, c);
         mark_dirty(e, c);
     }
 }
@@ -533,7 +541,7 @@ client_read(struct mcs_engine *e, struct mcs_client *c)
             /* The application closed (or shut down) its end: answer what was asked, then
              * close. Stop watching for input, which would now be ready for ever. */
             c->closing = true;
-            mcs_engine_epoll(e, EPOLL_CTL_MOD, c->fd, c->want_write ? EPOLLOUT : 0, (uintptr_t)c);
+            client_stop_reading(e, c);
             mark_dirty(e, c);
             break;
         } else if (errno == EINTR) {
