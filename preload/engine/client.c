@@ -483,9 +483,35 @@ dispatch(struct mcs_engine *e, struct mcs_client *c, const char *buf, const stru
     }
 }
 
+/* The protocol is told by the first byte, as memcached does. Only ASCII is
+ * served so far: a binary client (0x80) is told so in the log and its
+ * connection is closed at once, rather than left waiting for a line that
+ * never comes. */
+static bool
+client_protocol_ok(struct mcs_engine *e, struct mcs_client *c)
+{
+    if (c->started || mcs_buf_len(&c->in) == 0) {
+        return true;
+    }
+    c->started = true;
+    if ((unsigned char)mcs_buf_head(&c->in)[0] != 0x80) {
+        return true;
+    }
+    mcs_log(MCS_LOG_WARN, "binary protocol is not supported yet; closing that connection");
+    e->stats.client_errors++;
+    mcs_buf_reset(&c->in);
+    c->closing = true;
+    return false;
+}
+
 static void
 client_process(struct mcs_engine *e, struct mcs_client *c)
 {
+    if (!client_protocol_ok(e, c)) {
+        client_stop_reading(e, c);
+        mark_dirty(e, c);
+        return;
+    }
     while (!c->closing && c->inflight < MCS_CLIENT_MAX_PIPELINE && mcs_buf_len(&c->out) < MCS_CLIENT_MAX_OUT) {
         struct mcs_ascii_req q;
         const char *buf = mcs_buf_head(&c->in);

@@ -74,6 +74,7 @@ struct mcs_client {
     struct mcs_request *tail;
     uint32_t inflight;
     bool     closing;           /* quit or fatal: close once out is written */
+    bool     started;           /* first byte seen (protocol detected) */
     bool     paused;            /* EPOLLIN removed for flow control */
     bool     want_write;        /* EPOLLOUT registered */
     bool     dirty;             /* out has bytes to flush this loop */
