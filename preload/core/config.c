@@ -239,6 +239,10 @@ mcs_config_parse(struct mcs_config *c, mcs_config_lookup get, void *ctx, char *e
         goto error;
     }
     c->nservers = (size_t)n;
+    struct mcs_endpoint *fit = realloc(c->servers, c->nservers * sizeof(*c->servers));
+    if (fit != NULL) {
+        c->servers = fit;
+    }
     const char *intercept = value_of(MCS_VAR_INTERCEPT, get, ctx);
     n = mcs_config_parse_list(vars[MCS_VAR_INTERCEPT].name, intercept, false, c->intercept, MCS_MAX_INTERCEPT,
                               err, errlen);

@@ -346,7 +346,7 @@ def _key_hash(name, key):
     if name == "fnv1a_32":
         h = 0x811c9dc5
         for c in key:
-            h ^= c
+            h ^= (c | 0xffffff00) if c >= 128 else c  # (uint32_t)(signed char)
             h = (h * 0x01000193) & 0xffffffff
         return h
     if name == "one_at_a_time":
@@ -383,10 +383,15 @@ def _parse_servers(servers):
 def ring_owner_ref(servers, keys, hash_name="md5", dist="ketama"):
     """Reference placement (twemproxy's formulas), independent of the C code."""
     srv = _parse_servers(servers)
+    names = [name if name else (host if port == 11211 else "%s:%d" % (host, port)) for host, port, _w, name in srv]
+    # nutcracker sorts its pool by name (shorter first, then bytewise) while checking for
+    # duplicates, and that order is its server order: modula slots and ketama ties follow it.
+    order = sorted(range(len(srv)), key=lambda i: (len(names[i].encode()), names[i].encode()))
+    rank = {i: r for r, i in enumerate(order)}
     if dist == "modula":
         slots = []
-        for i, (_h, _p, w, _n) in enumerate(srv):
-            slots += [i] * w
+        for i in order:
+            slots += [i] * srv[i][2]
         return [slots[_key_hash(hash_name, _b(k)) % len(slots)] for k in keys]
     if dist != "ketama":
         raise ValueError(dist)
@@ -397,11 +402,10 @@ def ring_owner_ref(servers, keys, hash_name="md5", dist="ketama"):
         # (float)(pct * 160 / 4 * (float)n + 0.0000000001), each float op rounded
         x = _f32(_f32(_f32(pct * 160.0) / 4.0) * _f32(float(len(srv))))
         per = int(_f32(x + 0.0000000001) // 1) * 4
-        base = name if name else (host if port == 11211 else "%s:%d" % (host, port))
         for k in range(per // 4):
-            label = ("%s-%d" % (base, k)).encode()
+            label = ("%s-%d" % (names[i], k)).encode()
             for a in range(4):
-                points.append((_md5_word(label, a), i))
+                points.append((_md5_word(label, a), rank[i], i))
     points.sort()
     values = [p[0] for p in points]
     import bisect
@@ -411,7 +415,7 @@ def ring_owner_ref(servers, keys, hash_name="md5", dist="ketama"):
         j = bisect.bisect_left(values, h)
         if j == len(points):
             j = 0
-        res.append(points[j][1])
+        res.append(points[j][2])
     return res
 
 
@@ -427,9 +431,9 @@ def ring_owner(servers, keys, hash_name="md5", dist="ketama"):
     if tool is None:
         return ring_owner_ref(servers, keys, hash_name, dist)
     out = subprocess.run([tool, "-s", servers, "-H", hash_name, "-d", dist],
-                         input="\n".join(_s(k) for k in keys) + "\n", capture_output=True, text=True,
+                         input=b"\n".join(_b(k) for k in keys) + b"\n", capture_output=True,
                          check=True).stdout
-    res = [int(line.split("\t")[1]) for line in out.splitlines() if line]
+    res = [int(line.split(b"\t")[1]) for line in out.split(b"\n") if line]
     if len(res) != len(keys):
         raise AssertionError("mcshim_ring printed %d lines for %d keys" % (len(res), len(keys)))
     return res
@@ -572,16 +576,17 @@ class ClusterTest(unittest.TestCase):
             return plain_env()
         return preload_env(self.cluster.servers, self.intercept, extra)
 
-    def owners(self, keys, hash_name="md5", dist="ketama"):
+    def owners(self, keys, hash_name="md5", dist="ketama", servers=None):
         if DIRECT:
             return [0] * len(keys)
-        return ring_owner(self.cluster.servers, keys, hash_name, dist)
+        return ring_owner(servers or self.cluster.servers, keys, hash_name, dist)
 
-    def assert_on_ring(self, keys, hash_name="md5", dist="ketama", values=None):
+    def assert_on_ring(self, keys, hash_name="md5", dist="ketama", values=None, servers=None):
         """Each key is on exactly the server the ring names, and nowhere else.
-        values: optional {key: bytes or {"len":, "sha1":, "flags":}} to check the stored item too."""
+        values: optional {key: bytes or {"len":, "sha1":, "flags":}} to check the stored item too.
+        servers: the MCSHIM_SERVERS string used (weights, names), default the cluster's."""
         keys = [_s(k) for k in keys]
-        want = self.owners(keys, hash_name, dist)
+        want = self.owners(keys, hash_name, dist, servers)
         found = self.cluster.locate(keys)
         for key, idx in zip(keys, want):
             where = [i for i, _f, _v in found[key]]
@@ -596,23 +601,24 @@ class ClusterTest(unittest.TestCase):
         for key in keys:
             self.assertEqual(found[_s(key)], [], "key %r should be gone" % key)
 
-    def check_report(self, report, min_servers=None):
+    def check_report(self, report, min_servers=None, **ring):
         """A client's JSON report {"expect": {key: spec}, "absent": [keys]}: every expected
         key is on its ring server only, with that content; absent keys are nowhere.
         Returns the number of keys checked."""
         expect = report.get("expect", {})
         if expect:
-            self.assert_on_ring(list(expect), values=expect)
+            self.assert_on_ring(list(expect), values=expect, **ring)
             if min_servers:
                 self.assert_spread(list(expect), min_servers)
         if report.get("absent"):
             self.assert_absent(report["absent"])
         return len(expect)
 
-    def run_client(self, args, extra=None, timeout=60, min_servers=None):
-        """Runs a client (under the shim) that prints a report; checks the report."""
+    def run_client(self, args, extra=None, timeout=60, min_servers=None, **ring):
+        """Runs a client (under the shim) that prints a report; checks the report.
+        ring: hash_name/dist/servers for the placement check (match extra's MCSHIM_*)."""
         report = run_json(args, self.env(extra), timeout=timeout)
-        n = self.check_report(report, min_servers)
+        n = self.check_report(report, min_servers, **ring)
         return report, n
 
     def assert_spread(self, keys, min_servers=None):
