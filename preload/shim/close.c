@@ -64,9 +64,6 @@ fclose(FILE *fp)
 static int
 real_close_range(unsigned first, unsigned last, int flags)
 {
-    if (first > last) {
-        return 0;
-    }
     if (mcs_real.close_range != NULL) {
         return mcs_real.close_range(first, last, flags);
     }
@@ -90,7 +87,7 @@ close_gap(int fd, uintptr_t v, void *arg)
         return;
     }
     if (mcs_fdtab_internal_valid(fd, v)) {
-        if (u > w->next && real_close_range(w->next, u - 1, w->flags) != 0) {
+        if (u > w->next && real_close_range(w->next, u - 1, w->flags) != 0) {   /* the gap below it */
             w->rc = -1;
         }
         w->next = u + 1;
@@ -104,7 +101,7 @@ close_range(unsigned int first, unsigned int last, int flags)
 {
     mcs_real_init();
     if ((flags & CLOSE_RANGE_CLOEXEC) || first > last) {
-        return real_close_range(first, last, flags);
+        return real_close_range(first, last, flags);   /* the kernel answers EINVAL for first > last */
     }
     int saved = errno;
     struct range_walk w = { first, last, first, flags, 0 };

@@ -28,8 +28,9 @@
 
 /* TCP options read from the real socket before it is replaced. */
 static const int carried_tcp_opts[] = { TCP_NODELAY, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT };
-/* Socket options replayed onto the new descriptor. */
-static const int carried_sock_opts[] = { SO_RCVTIMEO, SO_SNDTIMEO, SO_KEEPALIVE };
+/* Socket options replayed onto the new descriptor. Buffer sizes are not
+ * carried: TCP's defaults would shrink the socketpair (docs/interposition.md). */
+static const int carried_sock_opts[] = { SO_RCVTIMEO, SO_SNDTIMEO, SO_KEEPALIVE, SO_LINGER };
 
 static bool
 same_addr(const struct sockaddr *a, socklen_t alen, const struct sockaddr *b, socklen_t blen)

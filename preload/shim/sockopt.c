@@ -24,6 +24,35 @@ emulated_level(int level)
     return level == IPPROTO_TCP || level == IPPROTO_IP || level == IPPROTO_IPV6;
 }
 
+/* TCP options Linux accepts with an int value; others answer ENOPROTOOPT as
+ * the kernel would (TCP_CONGESTION takes a name). */
+static const int tcp_int_opts[] = {
+    TCP_NODELAY, TCP_MAXSEG, TCP_CORK, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_SYNCNT,
+    TCP_LINGER2, TCP_DEFER_ACCEPT, TCP_WINDOW_CLAMP, TCP_QUICKACK, TCP_USER_TIMEOUT,
+    TCP_NOTSENT_LOWAT, TCP_FASTOPEN, TCP_FASTOPEN_CONNECT, TCP_THIN_LINEAR_TIMEOUTS, TCP_THIN_DUPACK,
+};
+
+/* 0 if (level, name, len) is something TCP would accept, else the errno TCP gives. */
+static int
+tcp_check(int level, int name, socklen_t len, bool set)
+{
+    if (level != IPPROTO_TCP) {
+        return 0;
+    }
+    if (name == TCP_CONGESTION) {
+        return 0;
+    }
+    if (name == TCP_INFO) {
+        return set ? ENOPROTOOPT : 0;
+    }
+    for (size_t i = 0; i < sizeof(tcp_int_opts) / sizeof(tcp_int_opts[0]); i++) {
+        if (tcp_int_opts[i] == name) {
+            return set && len < sizeof(int) ? EINVAL : 0;
+        }
+    }
+    return ENOPROTOOPT;
+}
+
 static int
 store(struct mcs_vconn *vc, int level, int name, const void *val, socklen_t len)
 {
@@ -53,8 +82,12 @@ setsockopt(int fd, int level, int name, const void *val, socklen_t len)
         return mcs_real.setsockopt(fd, level, name, val, len);
     }
     int rc;
-    if (emulated_level(level)) {
-        rc = store(vc, level, name, val, len);
+    int bad = tcp_check(level, name, len, true);
+    if (bad != 0) {
+        errno = bad;
+        rc = -1;
+    } else if (emulated_level(level)) {
+        rc = store(vc, level, name, val, level == IPPROTO_TCP && name != TCP_CONGESTION ? sizeof(int) : len);
     } else {
         rc = mcs_real.setsockopt(fd, level, name, val, len);
         if (rc != 0 && level == SOL_SOCKET && (errno == EOPNOTSUPP || errno == ENOPROTOOPT)) {
@@ -94,7 +127,11 @@ getsockopt(int fd, int level, int name, void *val, socklen_t *len)
     int rc = 0;
     int v;
     struct mcs_vconn_opt *o;
-    if (level == SOL_SOCKET && name == SO_DOMAIN) {
+    int bad = tcp_check(level, name, *len, false);
+    if (bad != 0) {
+        errno = bad;
+        rc = -1;
+    } else if (level == SOL_SOCKET && name == SO_DOMAIN) {
         v = vc->family;
         answer(val, len, &v, sizeof(v));
     } else if (level == SOL_SOCKET && name == SO_PROTOCOL) {
