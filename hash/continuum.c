@@ -133,17 +133,20 @@ total_weight(const struct mcs_ring_server *servers, size_t count, uint32_t *tota
 /* Digests (4 points each) for a server of `weight` out of `total` in a pool of
  * `count`: nutcracker's expression, one float rounding per step:
  *     floorf((float)(pct * 160 / 4 * (float)n + 0.0000000001))
- * where the last addition is done in double. The value is >= 0 and far below
- * 2^32, so converting to an unsigned integer is floorf without libm. */
+ * where the last addition is done in double. Each step is stored through a
+ * volatile so that it is rounded to its type even where the compiler keeps
+ * excess precision (x87, -fexcess-precision=fast). The value is >= 0 and far
+ * below 2^32, so converting to an unsigned integer is floorf without libm. */
 static uint32_t
 ketama_hashes(uint32_t weight, uint32_t total, size_t count)
 {
-    float pct = (float)weight / (float)total;
-    float x = pct * (float)KETAMA_POINTS_PER_SERVER;
+    volatile float pct = (float)weight / (float)total;
+    volatile float x = pct * (float)KETAMA_POINTS_PER_SERVER;
 
     x = x / (float)KETAMA_POINTS_PER_HASH;
     x = x * (float)(uint32_t)count;
-    float y = (float)((double)x + 0.0000000001);
+    volatile double sum = (double)x + 0.0000000001;
+    volatile float y = (float)sum;
     return (uint32_t)y;
 }
 

@@ -17,7 +17,6 @@ import binascii
 import hashlib
 import json
 import os
-import re
 import shutil
 import signal
 import socket

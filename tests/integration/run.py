@@ -47,7 +47,6 @@ def run_file(f):
     proc = subprocess.Popen([sys.executable, "-m", "unittest", "-v", f[:-3]], cwd=HERE,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     pgid = proc.pid  # session leader: its pid is the group id
-    out = []
     timed_out = False
     # Echo the output as it comes; stop at the limit even if the file prints nothing.
     import selectors
