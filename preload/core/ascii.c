@@ -25,6 +25,7 @@ static const struct cmd_def cmd_defs[MCS_CMD_COUNT] = {
 };
 
 static const char reply_error[] = "ERROR\r\n";
+static const char reply_end[] = "END\r\n";
 static const char reply_bad_format[] = "CLIENT_ERROR bad command line format\r\n";
 static const char reply_bad_chunk[] = "CLIENT_ERROR bad data chunk\r\n";
 static const char reply_too_large[] = "SERVER_ERROR object too large for cache\r\n";
@@ -132,16 +133,16 @@ parse_unsigned(const char *s, uint32_t len, uint64_t max, uint64_t *out)
     return true;
 }
 
-/* Signed 32-bit decimal with an optional leading '-' (exptime, bytes). */
+/* Signed decimal with an optional leading '-', within [-(max+1), max]. */
 static bool
-parse_i32(const char *s, uint32_t len, int64_t *out)
+parse_signed(const char *s, uint32_t len, uint64_t max, int64_t *out)
 {
     bool neg = len > 0 && s[0] == '-';
     uint64_t v;
-    if (!parse_unsigned(s + neg, len - neg, neg ? 2147483648u : 2147483647u, &v)) {
+    if (!parse_unsigned(s + neg, len - neg, neg ? max + 1 : max, &v)) {
         return false;
     }
-    *out = neg ? -(int64_t)v : (int64_t)v;
+    *out = neg ? (int64_t)(0 - v) : (int64_t)v;
     return true;
 }
 
@@ -152,10 +153,18 @@ tok_u64(const char *buf, const struct tokens *t, uint32_t i, uint64_t max)
     return i < MAX_TOKENS && parse_unsigned(buf + t->off[i], t->len[i], max, &v);
 }
 
+/* memcached reads exptime with strtol (64-bit long) and lengths as int32. */
+static bool
+tok_exptime(const char *buf, const struct tokens *t, uint32_t i)
+{
+    int64_t v;
+    return i < MAX_TOKENS && parse_signed(buf + t->off[i], t->len[i], INT64_MAX, &v);
+}
+
 static bool
 tok_i32(const char *buf, const struct tokens *t, uint32_t i, int64_t *v)
 {
-    return i < MAX_TOKENS && parse_i32(buf + t->off[i], t->len[i], v);
+    return i < MAX_TOKENS && parse_signed(buf + t->off[i], t->len[i], INT32_MAX, v);
 }
 
 /* Finishes a local reply: consume n bytes, answer reply unless noreply. */
@@ -225,9 +234,12 @@ parse_storage(struct mcs_ascii_parser *p, const char *buf, size_t len, uint32_t 
     set_noreply(req, buf, t);
     req->key_off = t->off[1];
     req->key_len = t->len[1];
-    int64_t exptime, vlen;
-    if (t->len[1] > MCS_ASCII_KEY_MAX || !tok_u64(buf, t, 2, UINT32_MAX) || !tok_i32(buf, t, 3, &exptime)
-        || !tok_i32(buf, t, 4, &vlen) || (is_cas && !tok_u64(buf, t, 5, UINT64_MAX)) || vlen < 0) {
+    int64_t vlen;
+    /* As memcached: flags are read as a 64-bit unsigned (and truncated by the server),
+     * exptime as a long, the length as an int that leaves room for "\r\n". */
+    if (t->len[1] > MCS_ASCII_KEY_MAX || !tok_u64(buf, t, 2, UINT64_MAX) || !tok_exptime(buf, t, 3)
+        || !tok_i32(buf, t, 4, &vlen) || (is_cas && !tok_u64(buf, t, 5, UINT64_MAX)) || vlen < 0
+        || vlen > INT32_MAX - 2) {
         return reply(req, req->line_len, reply_bad_format);
     }
     if ((uint64_t)vlen > item_max) {
@@ -251,7 +263,6 @@ static enum mcs_ascii_status
 parse_command(struct mcs_ascii_parser *p, const char *buf, size_t len, uint32_t item_max,
               const struct tokens *t, struct mcs_ascii_req *req)
 {
-    int64_t num;
     switch (req->cmd) {
     case MCS_CMD_GET:
     case MCS_CMD_GETS:
@@ -261,13 +272,16 @@ parse_command(struct mcs_ascii_parser *p, const char *buf, size_t len, uint32_t 
         return parse_keys(buf, t, 1, req);
     case MCS_CMD_GAT:
     case MCS_CMD_GATS:
-        if (t->count < 3) {
+        if (t->count < 2) {
             return reply(req, req->line_len, reply_error);
         }
         req->args_off = t->off[1];
         req->args_len = t->len[1];
-        if (!tok_i32(buf, t, 1, &num)) {
+        if (!tok_exptime(buf, t, 1)) {
             return reply(req, req->line_len, reply_bad_exptime);
+        }
+        if (t->count == 2) {
+            return reply(req, req->line_len, reply_end);   /* memcached: no key, empty answer */
         }
         return parse_keys(buf, t, 2, req);
     case MCS_CMD_SET:
@@ -298,7 +312,7 @@ parse_command(struct mcs_ascii_parser *p, const char *buf, size_t len, uint32_t 
         if (t->len[1] > MCS_ASCII_KEY_MAX) {
             return reply(req, req->line_len, reply_bad_format);
         }
-        if (!tok_i32(buf, t, 2, &num)) {
+        if (!tok_exptime(buf, t, 2)) {
             return reply(req, req->line_len, reply_bad_exptime);
         }
         break;
@@ -329,8 +343,8 @@ parse_command(struct mcs_ascii_parser *p, const char *buf, size_t len, uint32_t 
             return reply(req, req->line_len, reply_error);
         }
         set_noreply(req, buf, t);
-        if (t->count == (req->noreply ? 3u : 2u) && !tok_i32(buf, t, 1, &num)) {
-            return reply(req, req->line_len, reply_bad_format);
+        if (t->count == (req->noreply ? 3u : 2u) && !tok_exptime(buf, t, 1)) {
+            return reply(req, req->line_len, reply_bad_exptime);
         }
         return MCS_ASCII_OK;
     case MCS_CMD_STATS:

@@ -71,9 +71,16 @@ mcs_client_attach(struct mcs_engine *e, int fd)
     e->stats.total_connections++;
 }
 
+/* Frees a request; a finished retrieval is counted here, as its reply is
+ * released in request order, so a later "stats" sees exactly what came before. */
 static void
-request_free(struct mcs_request *r)
+request_free(struct mcs_engine *e, struct mcs_request *r)
 {
+    if (r->done && mcs_cmd_route(r->cmd) == MCS_ROUTE_KEYS) {
+        e->stats.cmd_get += r->nkeys;
+        e->stats.get_hits += r->hits;
+        e->stats.get_misses += r->nkeys > r->hits ? r->nkeys - r->hits : 0;
+    }
     for (uint32_t i = 0; i < r->nsubs; i++) {
         mcs_buf_free(&r->subs[i].resp);
     }
@@ -130,11 +137,20 @@ request_new(struct mcs_engine *e, struct mcs_client *c, enum mcs_cmd cmd, uint32
 }
 
 /* Moves finished replies at the head of the pipeline to the output buffer. */
+static void stats_build(struct mcs_engine *e, const char *args, size_t args_len, struct mcs_buf *out);
+
 static void
 client_advance(struct mcs_engine *e, struct mcs_client *c)
 {
-    while (c->head != NULL && c->head->done) {
+    for (;;) {
         struct mcs_request *r = c->head;
+        if (r != NULL && r->cmd == MCS_CMD_STATS && !r->done) {
+            stats_build(e, r->keys, r->keys_len, &r->out);
+            r->done = true;
+        }
+        if (r == NULL || !r->done) {
+            break;
+        }
         if (mcs_buf_append(&c->out, mcs_buf_head(&r->out), mcs_buf_len(&r->out)) != 0) {
             c->closing = true;
         }
@@ -143,7 +159,7 @@ client_advance(struct mcs_engine *e, struct mcs_client *c)
             c->tail = NULL;
         }
         c->inflight--;
-        request_free(r);
+        request_free(e, r);
     }
     mark_dirty(e, c);
 }
@@ -198,25 +214,50 @@ request_finish(struct mcs_engine *e, struct mcs_request *r)
             request_merge(r);
         }
         mcs_buf_append(&r->out, "END\r\n", 5);
-        e->stats.cmd_get += r->nkeys;
-        e->stats.get_hits += r->hits;
-        e->stats.get_misses += r->nkeys > r->hits ? r->nkeys - r->hits : 0;
     }
     r->done = true;
     if (r->client != NULL) {
         client_advance(e, r->client);
     } else {
-        request_free(r);
+        request_free(e, r);
     }
+}
+
+/* A keyless single-answer request (version) moves on to the next server that
+ * is not known to be down. Returns true if it was sent again. */
+static bool
+request_try_next_server(struct mcs_engine *e, struct mcs_sub *sub)
+{
+    struct mcs_request *r = sub->req;
+    for (uint32_t s = sub->server + 1; s < e->router.nservers; s++) {
+        if (mcs_router_usable(&e->router, s, e->now_ms)) {
+            const char *name = mcs_cmd_name(r->cmd);
+            char line[32];
+            int n = snprintf(line, sizeof(line), "%s\r\n", name);
+            sub->server = s;
+            sub->failed = false;
+            mcs_backend_send(e, sub, r->client ? r->client->id : 0, line, (size_t)n, NULL, 0);
+            return true;
+        }
+    }
+    return false;
 }
 
 void
 mcs_request_sub_done(struct mcs_engine *e, struct mcs_sub *sub)
 {
     struct mcs_request *r = sub->req;
+    if (sub->failed && mcs_cmd_route(r->cmd) == MCS_ROUTE_ANY) {
+        if (request_try_next_server(e, sub)) {
+            return;
+        }
+        mcs_buf_append(&r->out, reply_all_down, sizeof(reply_all_down) - 1);
+        e->stats.server_errors++;
+        sub->failed = false;
+    }
     if (sub->failed) {
         enum mcs_cmd_route route = mcs_cmd_route(r->cmd);
-        if (route == MCS_ROUTE_KEY || route == MCS_ROUTE_ANY || route == MCS_ROUTE_ALL) {
+        if (route == MCS_ROUTE_KEY || route == MCS_ROUTE_ALL) {
             char line[MCS_HOST_MAX + 96];
             int n = snprintf(line, sizeof(line), "SERVER_ERROR mcshim: server %s unavailable\r\n",
                              e->router.servers[sub->server].label);
@@ -415,32 +456,53 @@ dispatch_broadcast(struct mcs_engine *e, struct mcs_client *c, const char *buf, 
     request_release(e, r);
 }
 
+/* Builds the shim's own answer to "stats [args]" into out. */
 static void
-dispatch_stats(struct mcs_engine *e, struct mcs_client *c, const char *buf, const struct mcs_ascii_req *q)
+stats_build(struct mcs_engine *e, const char *args, size_t args_len, struct mcs_buf *out)
 {
-    struct mcs_buf out = { 0 };
-    const char *args = buf + q->args_off;
-    if (q->args_len == 0) {
+    if (args_len == 0) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        mcs_stats_general(&out, &e->stats, e->now_ms, e->start_ms, (uint64_t)ts.tv_sec, e->pid);
-    } else if (q->args_len == 6 && memcmp(args, "mcshim", 6) == 0) {
-        mcs_stats_mcshim(&out, &e->stats, &e->router, e->now_ms, e->start_ms, e->pid);
-    } else if (q->args_len == 5 && memcmp(args, "reset", 5) == 0) {
+        mcs_stats_general(out, &e->stats, e->now_ms, e->start_ms, (uint64_t)ts.tv_sec, e->pid);
+    } else if (args_len == 6 && memcmp(args, "mcshim", 6) == 0) {
+        mcs_stats_mcshim(out, &e->stats, &e->router, e->now_ms, e->start_ms, e->pid);
+    } else if (args_len == 5 && memcmp(args, "reset", 5) == 0) {
         uint64_t curr = e->stats.curr_connections;
         memset(&e->stats, 0, sizeof(e->stats));
         e->stats.curr_connections = curr;
         for (size_t i = 0; i < e->router.nservers; i++) {
             memset(&e->router.servers[i].stats, 0, sizeof(e->router.servers[i].stats));
         }
-        mcs_buf_append(&out, "RESET\r\n", 7);
+        mcs_buf_append(out, "RESET\r\n", 7);
     } else {
         /* Per-server views (items, slabs, settings, ...) are not merged: ask a server directly. */
         e->stats.client_errors++;
-        mcs_buf_append(&out, "ERROR\r\n", 7);
+        mcs_buf_append(out, "ERROR\r\n", 7);
     }
-    client_local_reply(e, c, mcs_buf_head(&out), mcs_buf_len(&out));
-    mcs_buf_free(&out);
+}
+
+/* Stats describe everything before them: with replies still pending, the
+ * answer is built when the request reaches the head of the pipeline
+ * (client_advance). */
+static void
+dispatch_stats(struct mcs_engine *e, struct mcs_client *c, const char *buf, const struct mcs_ascii_req *q)
+{
+    if (c->head == NULL) {
+        struct mcs_buf out = { 0 };
+        stats_build(e, buf + q->args_off, q->args_len, &out);
+        client_local_reply(e, c, mcs_buf_head(&out), mcs_buf_len(&out));
+        mcs_buf_free(&out);
+        return;
+    }
+    struct mcs_request *r = request_new(e, c, MCS_CMD_STATS, 0, false);
+    if (r == NULL || (q->args_len > 0 && (r->keys = malloc(q->args_len)) == NULL)) {
+        c->closing = true;
+        return;
+    }
+    if (q->args_len > 0) {
+        memcpy(r->keys, buf + q->args_off, q->args_len);
+    }
+    r->keys_len = q->args_len;
 }
 
 static void
@@ -592,8 +654,8 @@ client_close(struct mcs_engine *e, struct mcs_client *c)
     struct mcs_request *r = c->head;
     while (r != NULL) {
         struct mcs_request *next = r->next;
-        if (r->done) {
-            request_free(r);
+        if (r->done || r->pending == 0) {
+            request_free(e, r);   /* finished, or a deferred local answer nobody will read */
         } else {
             r->client = NULL;
             r->next = NULL;

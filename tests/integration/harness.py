@@ -73,8 +73,10 @@ def scaled(seconds):
     return seconds * TIME_SCALE
 
 
-def free_port(host="127.0.0.1", family=socket.AF_INET):
-    """A TCP port that was free a moment ago on host."""
+def free_port(host="127.0.0.1", family=None):
+    """A TCP port that was free a moment ago on host (IPv6 if host has a ':')."""
+    if family is None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
     s = socket.socket(family, socket.SOCK_STREAM)
     try:
         s.bind((host, 0))
