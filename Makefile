@@ -47,7 +47,7 @@ TOOL_BIN  = $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
 LIB      = $(BUILD)/libmcshim.so
 CORE_A   = $(BUILD)/libmcscore.a
 
-.PHONY: all test unit integration check-core test-sanitize demo bench fuzz install clean deps
+.PHONY: all test unit integration check-core test-sanitize demo bench fuzz fuzz-short install clean deps
 
 all: $(LIB) $(TOOL_BIN)
 
@@ -99,6 +99,32 @@ test: deps
 	$(MAKE) unit
 	$(MAKE) integration
 	$(MAKE) test-sanitize
+	$(MAKE) fuzz-short
+
+# libFuzzer targets (clang): tests/fuzz/fuzz_<parser>.c against the core sources.
+FUZZ_SRC     = $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN     = $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
+FUZZ_SECONDS ?= 300
+FUZZ_CC      ?= clang
+
+build/fuzz/%: tests/fuzz/%.c $(HASH_SRC) $(CORE_SRC)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -std=c11 -D_GNU_SOURCE -I. -g -O1 -fsanitize=fuzzer,address,undefined \
+	    -fno-sanitize-recover=undefined -o $@ $< $(HASH_SRC) $(CORE_SRC)
+
+# Each target runs FUZZ_SECONDS from its seed corpus (a copy: the tree is not written to).
+fuzz: $(FUZZ_BIN)
+	@set -e; for f in $(FUZZ_BIN); do n=$$(basename $$f); \
+	    rm -rf build/fuzz/$$n.corpus; mkdir -p build/fuzz/$$n.corpus; \
+	    cp tests/fuzz/corpus/$${n#fuzz_}/* build/fuzz/$$n.corpus/ 2>/dev/null || true; \
+	    echo "== $$n for $(FUZZ_SECONDS)s"; \
+	    if ! $$f -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 -artifact_prefix=build/fuzz/$$n- \
+	        build/fuzz/$$n.corpus > build/fuzz/$$n.log 2>&1; then \
+	        tail -40 build/fuzz/$$n.log; echo "fuzz: $$n found a problem (build/fuzz/$$n-*)"; exit 1; fi; \
+	    tail -2 build/fuzz/$$n.log; done
+
+fuzz-short:
+	$(MAKE) fuzz FUZZ_SECONDS=20
 
 demo: all
 	@scripts/deps demo
