@@ -272,7 +272,9 @@ mcs_config_parse(struct mcs_config *c, mcs_config_lookup get, void *ctx, char *e
         || parse_u32_var(vars[MCS_VAR_CONNECTIONS].name, value_of(MCS_VAR_CONNECTIONS, get, ctx), 1, 64,
                          &c->connections, err, errlen) != 0
         || parse_u32_var(vars[MCS_VAR_ITEM_MAX].name, value_of(MCS_VAR_ITEM_MAX, get, ctx), 1024,
-                         128u * 1024 * 1024, &c->item_max, err, errlen) != 0) {
+                         128u * 1024 * 1024, &c->item_max, err, errlen) != 0
+        || parse_u32_var(vars[MCS_VAR_SPIN_US].name, value_of(MCS_VAR_SPIN_US, get, ctx), 0, 1000,
+                         &c->spin_us, err, errlen) != 0) {
         goto error;
     }
     s = value_of(MCS_VAR_LOG_LEVEL, get, ctx);

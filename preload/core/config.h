@@ -39,6 +39,7 @@
     X(FAILURE_LIMIT, "MCSHIM_FAILURE_LIMIT", "2",                "consecutive failures before a server is down") \
     X(CONNECTIONS,   "MCSHIM_CONNECTIONS",   "2",                "backend connections per server")             \
     X(ITEM_MAX,      "MCSHIM_ITEM_MAX",      "1048576",          "largest value forwarded, bytes")             \
+    X(SPIN_US,       "MCSHIM_SPIN_US",       "50",                "engine polls this long for replies before sleeping, us") \
     X(LOG_LEVEL,     "MCSHIM_LOG_LEVEL",     "notice",           "error, warn, notice, info or debug")
 
 enum mcs_config_var {
@@ -74,6 +75,7 @@ struct mcs_config {
     uint32_t failure_limit;
     uint32_t connections;
     uint32_t item_max;
+    uint32_t spin_us;
     enum mcs_log_level log_level;
 };
 

@@ -117,6 +117,8 @@ struct mcs_engine {
     uint64_t now_ms;
     uint64_t start_ms;
     uint64_t next_client_id;
+    uint32_t spin_score;        /* how often polling caught a reply, 0..1024 */
+    uint32_t spin_skips;
     long     pid;
 };
 
