@@ -33,7 +33,6 @@ static const char reply_bad_delta[] = "CLIENT_ERROR invalid numeric delta argume
 static const char reply_bad_exptime[] = "CLIENT_ERROR invalid exptime argument\r\n";
 static const char reply_delete_usage[] =
     "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n";
-static const char reply_line_too_long[] = "CLIENT_ERROR line too long\r\n";
 
 #define MAX_TOKENS 8    /* tokens remembered by position; more are only counted */
 
@@ -111,10 +110,17 @@ last_is_noreply(const char *buf, const struct tokens *t)
     return t->count > 1 && t->last_len == 7 && memcmp(buf + t->last_off, "noreply", 7) == 0;
 }
 
-/* Unsigned decimal, digits only, no overflow past max. */
+/* Unsigned decimal as memcached's strtoull-based checks accept it: an optional
+ * '+', or a '-' followed only by zeros ("-0"), then digits; no overflow past max. */
 static bool
 parse_unsigned(const char *s, uint32_t len, uint64_t max, uint64_t *out)
 {
+    bool minus = false;
+    if (len > 0 && (s[0] == '+' || s[0] == '-')) {
+        minus = s[0] == '-';
+        s++;
+        len--;
+    }
     if (len == 0 || len > 20) {
         return false;
     }
@@ -129,17 +135,25 @@ parse_unsigned(const char *s, uint32_t len, uint64_t max, uint64_t *out)
         }
         v = v * 10 + d;
     }
+    if (minus && v != 0) {
+        return false;
+    }
     *out = v;
     return true;
 }
 
-/* Signed decimal with an optional leading '-', within [-(max+1), max]. */
+/* Signed decimal with an optional sign, within [-(max+1), max]. */
 static bool
 parse_signed(const char *s, uint32_t len, uint64_t max, int64_t *out)
 {
     bool neg = len > 0 && s[0] == '-';
+    if (len > 0 && s[0] == '+') {
+        s++;
+        len--;
+    }
     uint64_t v;
-    if (!parse_unsigned(s + neg, len - neg, neg ? max + 1 : max, &v)) {
+    if (len - neg == 0 || (len > neg && (s[neg] == '+' || s[neg] == '-'))
+        || !parse_unsigned(s + neg, len - neg, neg ? max + 1 : max, &v)) {
         return false;
     }
     *out = neg ? (int64_t)(0 - v) : (int64_t)v;
@@ -176,6 +190,7 @@ reply(struct mcs_ascii_req *req, uint32_t n, const char *text)
     return MCS_ASCII_REPLY;
 }
 
+/* memcached lets only "get " and "gets " lines grow past the normal limit. */
 static bool
 is_retrieval_prefix(const char *buf, size_t len)
 {
@@ -183,14 +198,7 @@ is_retrieval_prefix(const char *buf, size_t len)
     while (i < len && i < 100 && buf[i] == ' ') {
         i++;
     }
-    static const char *const prefixes[] = { "get ", "gets ", "gat ", "gats " };
-    for (size_t k = 0; k < sizeof(prefixes) / sizeof(prefixes[0]); k++) {
-        size_t n = strlen(prefixes[k]);
-        if (len - i >= n && memcmp(buf + i, prefixes[k], n) == 0) {
-            return true;
-        }
-    }
-    return false;
+    return (len - i >= 4 && memcmp(buf + i, "get ", 4) == 0) || (len - i >= 5 && memcmp(buf + i, "gets ", 5) == 0);
 }
 
 static void
@@ -381,11 +389,12 @@ mcs_ascii_parse(struct mcs_ascii_parser *p, const char *buf, size_t len, uint32_
     const char *nl = len > from ? memchr(buf + from, '\n', len - from) : NULL;
     if (nl == NULL) {
         p->scanned = len;
+        /* A line of `limit` bytes plus "\r\n" is accepted whether or not it arrives
+         * in pieces; anything longer without a newline closes, silently, as memcached. */
         size_t limit = is_retrieval_prefix(buf, len) ? MCS_ASCII_GET_LINE_MAX : MCS_ASCII_LINE_MAX;
-        if (len > limit) {
+        if (len > limit + 1) {
             p->scanned = 0;
             req->len = (uint32_t)(len > UINT32_MAX ? UINT32_MAX : len);
-            req->reply = reply_line_too_long;
             return MCS_ASCII_CLOSE;
         }
         return MCS_ASCII_MORE;
@@ -394,7 +403,6 @@ mcs_ascii_parse(struct mcs_ascii_parser *p, const char *buf, size_t len, uint32_
     size_t line_len = (size_t)(nl - buf) + 1;
     if (line_len > MCS_ASCII_GET_LINE_MAX + 2) {
         req->len = (uint32_t)line_len;
-        req->reply = reply_line_too_long;
         return MCS_ASCII_CLOSE;
     }
     req->line_len = (uint32_t)line_len;
@@ -415,8 +423,21 @@ mcs_ascii_parse(struct mcs_ascii_parser *p, const char *buf, size_t len, uint32_
             break;
         }
     }
+    /* memcached closes, without a word, a connection that sends an HTTP request line. */
+    if (t.last_len >= 5 && memcmp(buf + t.last_off, "HTTP/", 5) == 0) {
+        req->len = req->line_len;
+        return MCS_ASCII_CLOSE;
+    }
     if (req->cmd == MCS_CMD_COUNT) {
         return reply(req, req->line_len, reply_error);
+    }
+    /* A NUL inside a line is refused here and never forwarded: memcached reads the
+     * line as a C string (the NUL ends it), so it would frame the request
+     * differently from the shim and shift every later reply on the shared server
+     * connection. (Whitespace other than ' ' inside a number is refused by the
+     * number checks for the same reason.) */
+    if (memchr(buf, '\0', req->eol_off) != NULL) {
+        return reply(req, req->line_len, reply_bad_format);
     }
     req->len = req->line_len;
     return parse_command(p, buf, len, item_max, &t, req);
