@@ -201,6 +201,19 @@ is_retrieval_prefix(const char *buf, size_t len)
     return (len - i >= 4 && memcmp(buf + i, "get ", 4) == 0) || (len - i >= 5 && memcmp(buf + i, "gets ", 5) == 0);
 }
 
+/* memcached closes, without a word, a connection whose line looks like HTTP: an
+ * unknown command of two bytes or more that does not start like one of its
+ * commands (g s a c i d t, or m plus one letter), whose last word starts "HTTP/". */
+static bool
+looks_like_http(const char *buf, const struct tokens *t)
+{
+    const char *cmd = buf + t->off[0];
+    if (t->len[0] < 2 || strchr("gsacidt", cmd[0]) != NULL || (cmd[0] == 'm' && t->len[0] == 2)) {
+        return false;
+    }
+    return t->last_len >= 5 && memcmp(buf + t->last_off, "HTTP/", 5) == 0;
+}
+
 static void
 set_noreply(struct mcs_ascii_req *req, const char *buf, const struct tokens *t)
 {
@@ -389,10 +402,12 @@ mcs_ascii_parse(struct mcs_ascii_parser *p, const char *buf, size_t len, uint32_
     const char *nl = len > from ? memchr(buf + from, '\n', len - from) : NULL;
     if (nl == NULL) {
         p->scanned = len;
-        /* A line of `limit` bytes plus "\r\n" is accepted whether or not it arrives
-         * in pieces; anything longer without a newline closes, silently, as memcached. */
-        size_t limit = is_retrieval_prefix(buf, len) ? MCS_ASCII_GET_LINE_MAX : MCS_ASCII_LINE_MAX;
-        if (len > limit + 1) {
+        /* More than 2048 bytes without a newline closes, silently, as memcached.
+         * get/gets lines have the shim's own bound, applied so that a line that is
+         * accepted whole (up to limit bytes plus "\r\n") is also accepted in pieces. */
+        bool get_line = is_retrieval_prefix(buf, len);
+        size_t limit = get_line ? MCS_ASCII_GET_LINE_MAX + 1 : MCS_ASCII_LINE_MAX;
+        if (len > limit) {
             p->scanned = 0;
             req->len = (uint32_t)(len > UINT32_MAX ? UINT32_MAX : len);
             return MCS_ASCII_CLOSE;
@@ -423,12 +438,11 @@ mcs_ascii_parse(struct mcs_ascii_parser *p, const char *buf, size_t len, uint32_
             break;
         }
     }
-    /* memcached closes, without a word, a connection that sends an HTTP request line. */
-    if (t.last_len >= 5 && memcmp(buf + t.last_off, "HTTP/", 5) == 0) {
-        req->len = req->line_len;
-        return MCS_ASCII_CLOSE;
-    }
     if (req->cmd == MCS_CMD_COUNT) {
+        if (looks_like_http(buf, &t)) {
+            req->len = req->line_len;
+            return MCS_ASCII_CLOSE;
+        }
         return reply(req, req->line_len, reply_error);
     }
     /* A NUL inside a line is refused here and never forwarded: memcached reads the

@@ -135,8 +135,8 @@ mcs_router_failed(struct mcs_router *r, uint32_t s, enum mcs_failure why, uint64
         if (before == MCS_HEALTH_UP) {
             srv->down_since_ms = now_ms;
             srv->stats.downs++;
-            return before;
         }
+        return before;
     }
     return MCS_HEALTH_COUNT;
 }

@@ -49,7 +49,7 @@ note_health(struct mcs_engine *e, uint32_t server, enum mcs_health before)
         return;
     }
     const struct mcs_server *s = &e->router.servers[server];
-    if (s->health == MCS_HEALTH_DOWN) {
+    if (s->health == MCS_HEALTH_DOWN && before == MCS_HEALTH_UP) {   /* failed retries stay quiet */
         mcs_log(MCS_LOG_WARN, "server %s is down after %u failure(s); retrying every %u ms", s->label,
                 s->failures, e->cfg->retry_ms);
     } else if (s->health == MCS_HEALTH_UP) {
