@@ -54,7 +54,7 @@ mcs_cmd_name(enum mcs_cmd cmd)
 enum mcs_cmd_route
 mcs_cmd_route(enum mcs_cmd cmd)
 {
-    return cmd_defs[cmd].route;
+    return (unsigned)cmd < MCS_CMD_COUNT ? cmd_defs[cmd].route : MCS_ROUTE_LOCAL;
 }
 
 bool

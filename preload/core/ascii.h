@@ -71,6 +71,7 @@ enum mcs_cmd {
     MCS_CMD_COUNT
 };
 
+/* Name and route of a command; MCS_CMD_COUNT (a local answer) is "?" and MCS_ROUTE_LOCAL. */
 const char *mcs_cmd_name(enum mcs_cmd cmd);
 enum mcs_cmd_route mcs_cmd_route(enum mcs_cmd cmd);
 

@@ -1039,6 +1039,17 @@ test_memcached_compat_gat_without_keys(void **state)
  * parser but two to memcached (ERROR, ERROR), and "... noreply\0" gets no reply
  * from memcached while the parser expects one, so replies on a shared backend
  * connection would be matched to the wrong requests. */
+/* Regression (found by UBSan): the engine asks the route of MCS_CMD_COUNT, the
+ * placeholder command of answers the shim gives itself. */
+static void
+test_cmd_table_bounds(void **state)
+{
+    (void)state;
+    assert_int_equal(mcs_cmd_route(MCS_CMD_COUNT), MCS_ROUTE_LOCAL);
+    assert_string_equal(mcs_cmd_name(MCS_CMD_COUNT), "?");
+    assert_int_equal(mcs_cmd_route(MCS_CMD_GET), MCS_ROUTE_KEYS);
+}
+
 /* memcached ends a line at its first NUL (C string); the shim refuses such a
  * line with CLIENT_ERROR bad command line format and never forwards it, so no
  * server can frame it differently from the shim (docs/protocol.md). */
@@ -1307,6 +1318,7 @@ main(void)
         cmocka_unit_test(test_memcached_compat_long_gat_closes),
         cmocka_unit_test(test_memcached_compat_gat_without_keys),
         cmocka_unit_test(test_memcached_compat_nul_ends_line),
+        cmocka_unit_test(test_cmd_table_bounds),
         cmocka_unit_test(test_resp_cases),
         cmocka_unit_test(test_resp_pipelined),
         cmocka_unit_test(test_resp_line_too_long),
