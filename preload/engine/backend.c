@@ -275,6 +275,7 @@ backend_fail(struct mcs_engine *e, struct mcs_backend *b, enum mcs_failure why)
     }
 }
 
+/* Called only by the engine's dirty walk, after b was taken off the list. */
 void
 mcs_backend_flush(struct mcs_engine *e, struct mcs_backend *b)
 {
@@ -321,7 +322,9 @@ mcs_backend_event(struct mcs_engine *e, struct mcs_backend *b, uint32_t events)
         }
         b->state = MCS_BACKEND_READY;
         b->want_write = true;   /* flush recomputes the interest set */
-        mcs_backend_flush(e, b);
+        /* Flushed by the loop's dirty walk, never from here: the backend may
+         * already be on the dirty list, and flushing clears its flag. */
+        mark_dirty(e, b);
         return;
     }
     if (b->state != MCS_BACKEND_READY) {

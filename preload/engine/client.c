@@ -684,6 +684,7 @@ client_close(struct mcs_engine *e, struct mcs_client *c)
     free(c);
 }
 
+/* Called only by the engine's dirty walk, after c was taken off the list. */
 void
 mcs_client_flush(struct mcs_engine *e, struct mcs_client *c)
 {

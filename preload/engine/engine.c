@@ -147,6 +147,9 @@ engine_main(void *arg)
         if (next != UINT64_MAX) {
             timeout = next <= e->now_ms ? 0 : (int)(next - e->now_ms > 60000 ? 60000 : next - e->now_ms);
         }
+        if (e->dirty_backends != NULL || e->dirty_clients != NULL) {
+            timeout = 0;   /* the last walk stopped early: finish it before sleeping */
+        }
         int n = engine_wait(e, evs, timeout, next != UINT64_MAX);
         if (n < 0) {
             if (errno == EINTR) {
