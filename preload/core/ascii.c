@@ -51,6 +51,12 @@ mcs_cmd_name(enum mcs_cmd cmd)
     return (unsigned)cmd < MCS_CMD_COUNT ? cmd_defs[cmd].name : "?";
 }
 
+bool
+mcs_cmd_has_data(enum mcs_cmd cmd)
+{
+    return (unsigned)cmd < MCS_CMD_COUNT && cmd_defs[cmd].data;
+}
+
 enum mcs_cmd_route
 mcs_cmd_route(enum mcs_cmd cmd)
 {

@@ -74,6 +74,8 @@ enum mcs_cmd {
 /* Name and route of a command; MCS_CMD_COUNT (a local answer) is "?" and MCS_ROUTE_LOCAL. */
 const char *mcs_cmd_name(enum mcs_cmd cmd);
 enum mcs_cmd_route mcs_cmd_route(enum mcs_cmd cmd);
+/* True for storage commands (a data block follows the line). */
+bool mcs_cmd_has_data(enum mcs_cmd cmd);
 
 enum mcs_ascii_status {
     MCS_ASCII_OK,

@@ -509,21 +509,8 @@ static void
 dispatch(struct mcs_engine *e, struct mcs_client *c, const char *buf, const struct mcs_ascii_req *q)
 {
     e->stats.requests++;
-    switch (q->cmd) {
-    case MCS_CMD_SET:
-    case MCS_CMD_ADD:
-    case MCS_CMD_REPLACE:
-    case MCS_CMD_APPEND:
-    case MCS_CMD_PREPEND:
-    case MCS_CMD_CAS:
-        e->stats.cmd_set++;
-        break;
-    case MCS_CMD_TOUCH:
-        e->stats.cmd_touch++;
-        break;
-    default:
-        break;
-    }
+    e->stats.cmd_set += mcs_cmd_has_data(q->cmd);
+    e->stats.cmd_touch += q->cmd == MCS_CMD_TOUCH;
     switch (mcs_cmd_route(q->cmd)) {
     case MCS_ROUTE_KEY:
         dispatch_key(e, c, buf, q);

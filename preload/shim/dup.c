@@ -70,9 +70,13 @@ dup3(int from, int to, int flags)
     return r;
 }
 
-static int
-fcntl_common(int fd, int cmd, void *arg)
+MCS_EXPORT int
+fcntl(int fd, int cmd, ...)
 {
+    va_list ap;
+    va_start(ap, cmd);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
     mcs_real_init();
     int r = mcs_real.fcntl(fd, cmd, arg);
     if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) {
@@ -81,24 +85,5 @@ fcntl_common(int fd, int cmd, void *arg)
     return r;
 }
 
-MCS_EXPORT int
-fcntl(int fd, int cmd, ...)
-{
-    va_list ap;
-    va_start(ap, cmd);
-    void *arg = va_arg(ap, void *);
-    va_end(ap);
-    return fcntl_common(fd, cmd, arg);
-}
-
-MCS_EXPORT int fcntl64(int fd, int cmd, ...);
-
-MCS_EXPORT int
-fcntl64(int fd, int cmd, ...)
-{
-    va_list ap;
-    va_start(ap, cmd);
-    void *arg = va_arg(ap, void *);
-    va_end(ap);
-    return fcntl_common(fd, cmd, arg);
-}
+/* Programs built with _FILE_OFFSET_BITS=64 call fcntl64; same thing on 64-bit. */
+MCS_EXPORT int fcntl64(int fd, int cmd, ...) __attribute__((alias("fcntl")));

@@ -56,6 +56,9 @@ void mcs_vconn_forget_locked(int fd);                /* drops whatever the table
 void mcs_vconn_alias_locked(int from, int to);       /* `to` is now a copy of `from` */
 struct mcs_vconn_opt *mcs_vconn_opt(struct mcs_vconn *vc, int level, int name, bool create);
 bool mcs_fd_maybe_ours(int fd);                       /* lock-free: table has anything for fd */
+/* The intercepted connection on fd with the table locked (the caller unlocks),
+ * or NULL with the table unlocked and errno as it was. */
+struct mcs_vconn *mcs_vconn_enter(int fd);
 
 /* connect.c */
 int mcs_shim_connect(int fd, const struct sockaddr *addr, socklen_t len, bool *handled);

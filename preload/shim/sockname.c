@@ -16,17 +16,11 @@ typedef int (*name_fn)(int, struct sockaddr *, socklen_t *);
 static int
 name_of(int fd, struct sockaddr *addr, socklen_t *len, bool peer, name_fn real)
 {
-    if (!mcs_fd_maybe_ours(fd) || addr == NULL || len == NULL) {
+    struct mcs_vconn *vc = addr != NULL && len != NULL ? mcs_vconn_enter(fd) : NULL;
+    if (vc == NULL) {
         return real(fd, addr, len);
     }
     int saved = errno;
-    mcs_fdtab_lock();
-    struct mcs_vconn *vc = mcs_vconn_lookup_locked(fd);
-    if (vc == NULL) {
-        mcs_fdtab_unlock();
-        errno = saved;
-        return real(fd, addr, len);
-    }
     const struct sockaddr_storage *src = peer ? &vc->peer : &vc->local;
     socklen_t srclen = peer ? vc->peerlen : vc->locallen;
     memcpy(addr, src, *len < srclen ? *len : srclen);

@@ -70,17 +70,11 @@ MCS_EXPORT int
 setsockopt(int fd, int level, int name, const void *val, socklen_t len)
 {
     mcs_real_init();
-    if (!mcs_fd_maybe_ours(fd)) {
+    struct mcs_vconn *vc = mcs_vconn_enter(fd);
+    if (vc == NULL) {
         return mcs_real.setsockopt(fd, level, name, val, len);
     }
     int saved = errno;
-    mcs_fdtab_lock();
-    struct mcs_vconn *vc = mcs_vconn_lookup_locked(fd);
-    if (vc == NULL) {
-        mcs_fdtab_unlock();
-        errno = saved;
-        return mcs_real.setsockopt(fd, level, name, val, len);
-    }
     int rc;
     int bad = tcp_check(level, name, len, true);
     if (bad != 0) {
@@ -113,17 +107,11 @@ MCS_EXPORT int
 getsockopt(int fd, int level, int name, void *val, socklen_t *len)
 {
     mcs_real_init();
-    if (!mcs_fd_maybe_ours(fd) || val == NULL || len == NULL) {
+    struct mcs_vconn *vc = val != NULL && len != NULL ? mcs_vconn_enter(fd) : NULL;
+    if (vc == NULL) {
         return mcs_real.getsockopt(fd, level, name, val, len);
     }
     int saved = errno;
-    mcs_fdtab_lock();
-    struct mcs_vconn *vc = mcs_vconn_lookup_locked(fd);
-    if (vc == NULL) {
-        mcs_fdtab_unlock();
-        errno = saved;
-        return mcs_real.getsockopt(fd, level, name, val, len);
-    }
     int rc = 0;
     int v;
     struct mcs_vconn_opt *o;

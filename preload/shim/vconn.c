@@ -1,6 +1,7 @@
 /*
  * preload/shim/vconn.c: the registry of intercepted connections (see shim.h).
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -26,6 +27,22 @@ bool
 mcs_fd_maybe_ours(int fd)
 {
     return mcs_fdtab_get(fd) != 0;
+}
+
+struct mcs_vconn *
+mcs_vconn_enter(int fd)
+{
+    if (!mcs_fd_maybe_ours(fd)) {
+        return NULL;
+    }
+    int saved = errno;
+    mcs_fdtab_lock();
+    struct mcs_vconn *vc = mcs_vconn_lookup_locked(fd);
+    if (vc == NULL) {
+        mcs_fdtab_unlock();
+    }
+    errno = saved;
+    return vc;
 }
 
 void
