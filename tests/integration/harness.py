@@ -623,11 +623,19 @@ class ClusterTest(unittest.TestCase):
         return report, n
 
     def assert_spread(self, keys, min_servers=None):
-        """The keys landed on several servers (so the test really spans the pool)."""
+        """The test's keys span several servers, so it really exercises the pool.
+
+        Where keys land depends on the ring, which depends on the (random) ports, so a
+        small key set cannot be required to reach every server: the guard asks for
+        min_servers only when the keys are many enough to make missing one a
+        one-in-a-million event (16 per server), else for at least two servers."""
         if DIRECT:
             return
         used = set(self.owners(keys))
-        self.assertGreaterEqual(len(used), min_servers or len(self.cluster.nodes))
+        want = min_servers or len(self.cluster.nodes)
+        if len(keys) < 16 * want:
+            want = min(want, 2)
+        self.assertGreaterEqual(len(used), want, "keys %r all on servers %r" % (keys[:8], used))
 
 
 def check_value(tc, key, want, flags, value):
