@@ -328,7 +328,8 @@ static void
 dispatch_keys(struct mcs_engine *e, struct mcs_client *c, const char *buf, const struct mcs_ascii_req *q)
 {
     uint32_t n = q->nkeys, pos, off, len, i;
-    uint32_t *key_server = malloc(n * sizeof(*key_server));
+    uint32_t small[32];   /* most gets have few keys: no allocation for them */
+    uint32_t *key_server = n <= 32 ? small : malloc(n * sizeof(*key_server));
     if (key_server == NULL) {
         c->closing = true;
         return;
@@ -341,14 +342,18 @@ dispatch_keys(struct mcs_engine *e, struct mcs_client *c, const char *buf, const
     if (one_server) {
         struct mcs_request *r = request_new(e, c, q->cmd, 1, false);
         if (r == NULL) {
-            free(key_server);
+            if (key_server != small) {
+                free(key_server);
+            }
             c->closing = true;
             return;
         }
         r->nkeys = n;
         r->pending = 1;
         r->subs[0].server = key_server[0];
-        free(key_server);
+        if (key_server != small) {
+            free(key_server);
+        }
         sub_send(e, c, &r->subs[0], buf, q->line_len, NULL, 0);
         request_release(e, r);
         return;
@@ -405,7 +410,9 @@ dispatch_keys(struct mcs_engine *e, struct mcs_client *c, const char *buf, const
     }
     mcs_buf_free(&line);
     free(sub_of_server);
-    free(key_server);
+    if (key_server != small) {
+        free(key_server);
+    }
     request_release(e, r);
     return;
 
@@ -413,7 +420,9 @@ oom:
     free(sub_of_server);
     free(key_sub);
     free(keys);
-    free(key_server);
+    if (key_server != small) {
+        free(key_server);
+    }
     c->closing = true;
 }
 
