@@ -26,6 +26,16 @@
 
 static void backend_fail(struct mcs_engine *e, struct mcs_backend *b, enum mcs_failure why);
 
+/* Bytes left the out buffers (sent or dropped): wake paused clients once well below the limit. */
+static void
+queued_drop(struct mcs_engine *e, size_t n)
+{
+    e->backend_queued -= n < e->backend_queued ? n : e->backend_queued;
+    if (e->backend_blocked && e->backend_queued < MCS_ENGINE_MAX_QUEUED / 2) {
+        mcs_client_wake_paused(e);
+    }
+}
+
 static uintptr_t
 tag_of(struct mcs_backend *b)
 {
@@ -110,11 +120,14 @@ mcs_backend_send(struct mcs_engine *e, struct mcs_sub *sub, uint64_t client_id, 
         mcs_request_sub_done(e, sub);
         return;
     }
+    size_t before = mcs_buf_len(&b->out);
     if (mcs_buf_append(&b->out, a, alen) != 0 || mcs_buf_append(&b->out, bytes, blen) != 0) {
+        b->out.end = b->out.start + before;   /* drop a half-appended request */
         sub->failed = true;
         mcs_request_sub_done(e, sub);
         return;
     }
+    e->backend_queued += alen + blen;
     sub->next = NULL;
     sub->deadline_ms = e->now_ms + e->cfg->timeout_ms;
     if (b->tail) {
@@ -254,7 +267,9 @@ backend_fail(struct mcs_engine *e, struct mcs_backend *b, enum mcs_failure why)
     b->fd = -1;
     b->state = MCS_BACKEND_CLOSED;
     b->want_write = false;
+    size_t dropped = mcs_buf_len(&b->out);
     mcs_buf_free(&b->out);
+    queued_drop(e, dropped);
     mcs_buf_free(&b->in);
     if (why == MCS_FAILURE_TIMEOUT) {
         srv->stats.timeouts++;
@@ -288,6 +303,7 @@ mcs_backend_flush(struct mcs_engine *e, struct mcs_backend *b)
         if (n > 0) {
             mcs_buf_consume(&b->out, (size_t)n);
             e->stats.backend_bytes_out += (uint64_t)n;
+            queued_drop(e, (size_t)n);
         } else if (n < 0 && errno == EINTR) {
             continue;
         } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {

@@ -26,14 +26,25 @@
 static const char reply_all_down[] = "SERVER_ERROR mcshim: no server available\r\n";
 
 static void client_process(struct mcs_engine *e, struct mcs_client *c);
+static void client_close(struct mcs_engine *e, struct mcs_client *c);
 
-/* Once closing, input is no longer read; keep only write interest. */
+/* Once closing (or paused), input is no longer read; keep only write interest. */
 static void
 client_stop_reading(struct mcs_engine *e, struct mcs_client *c)
 {
     mcs_engine_epoll(e, EPOLL_CTL_MOD, c->fd, c->want_write ? EPOLLOUT : 0, (uintptr_t)c);
 }
-static void client_close(struct mcs_engine *e, struct mcs_client *c);
+
+/* Flow control: may this client's input be read and dispatched now? Bounds its
+ * requests in flight, its unsent replies, and (for every client together, since
+ * noreply requests leave no trace in a pipeline) the bytes queued to servers. */
+static bool
+client_may_read(const struct mcs_engine *e, const struct mcs_client *c, bool resuming)
+{
+    uint32_t div = resuming ? 2 : 1;   /* resume only well below the limits */
+    return c->inflight < MCS_CLIENT_MAX_PIPELINE / div && mcs_buf_len(&c->out) < MCS_CLIENT_MAX_OUT / div
+           && e->backend_queued < MCS_ENGINE_MAX_QUEUED / div;
+}
 
 static void
 mark_dirty(struct mcs_engine *e, struct mcs_client *c)
@@ -570,7 +581,7 @@ client_process(struct mcs_engine *e, struct mcs_client *c)
         mark_dirty(e, c);
         return;
     }
-    while (!c->closing && c->inflight < MCS_CLIENT_MAX_PIPELINE && mcs_buf_len(&c->out) < MCS_CLIENT_MAX_OUT) {
+    while (!c->closing && client_may_read(e, c, false)) {
         struct mcs_ascii_req q;
         const char *buf = mcs_buf_head(&c->in);
         size_t len = mcs_buf_len(&c->in);
@@ -594,10 +605,11 @@ client_process(struct mcs_engine *e, struct mcs_client *c)
         }
         mcs_buf_consume(&c->in, q.len);
     }
-    bool over = c->inflight >= MCS_CLIENT_MAX_PIPELINE || mcs_buf_len(&c->out) >= MCS_CLIENT_MAX_OUT;
-    if (over && !c->paused && !c->closing) {
+    if (!client_may_read(e, c, false) && !c->paused && !c->closing) {
         c->paused = true;
-        mcs_engine_epoll(e, EPOLL_CTL_MOD, c->fd, c->want_write ? EPOLLOUT : 0, (uintptr_t)c);
+        /* Whoever pauses while the server queues are past half full waits for them to drain. */
+        e->backend_blocked = e->backend_blocked || e->backend_queued >= MCS_ENGINE_MAX_QUEUED / 2;
+        client_stop_reading(e, c);
     }
     if (c->closing) {
         client_stop_reading(e, c);
@@ -710,7 +722,10 @@ mcs_client_flush(struct mcs_engine *e, struct mcs_client *c)
         client_close(e, c);
         return;
     }
-    bool resume = c->paused && c->inflight < MCS_CLIENT_MAX_PIPELINE / 2 && mcs_buf_len(&c->out) < MCS_CLIENT_MAX_OUT / 2;
+    bool resume = c->paused && client_may_read(e, c, true);
+    if (c->paused && !resume && e->backend_queued >= MCS_ENGINE_MAX_QUEUED / 2) {
+        e->backend_blocked = true;
+    }
     if (resume) {
         c->paused = false;
     }
@@ -721,6 +736,18 @@ mcs_client_flush(struct mcs_engine *e, struct mcs_client *c)
     }
     if (resume) {
         client_process(e, c);
+    }
+}
+
+/* The server queues drained: let every paused client be reconsidered. */
+void
+mcs_client_wake_paused(struct mcs_engine *e)
+{
+    e->backend_blocked = false;
+    for (struct mcs_client *c = e->clients; c != NULL; c = c->next) {
+        if (c->paused) {
+            mark_dirty(e, c);
+        }
     }
 }
 

@@ -35,6 +35,7 @@
 #define MCS_CLIENT_MAX_PIPELINE 4096             /* requests in flight per client before reads pause */
 #define MCS_CLIENT_MAX_OUT      (8 * 1024 * 1024) /* unsent reply bytes per client before reads pause */
 #define MCS_BACKEND_READ_CHUNK  (64 * 1024)
+#define MCS_ENGINE_MAX_QUEUED   (32 * 1024 * 1024) /* bytes waiting to go to servers before all reads pause */
 
 struct mcs_request;
 
@@ -114,6 +115,8 @@ struct mcs_engine {
     struct mcs_client *dirty_clients;
     struct mcs_backend *dirty_backends;
     struct mcs_engine_stats stats;
+    size_t   backend_queued;    /* bytes in all backends' out buffers */
+    bool     backend_blocked;   /* clients paused because backend_queued hit the limit */
     uint64_t now_ms;
     uint64_t start_ms;
     uint64_t next_client_id;
@@ -134,6 +137,7 @@ void mcs_engine_close_fd(int fd);
 void mcs_client_attach(struct mcs_engine *e, int fd);
 void mcs_client_event(struct mcs_engine *e, struct mcs_client *c, uint32_t events);
 void mcs_client_flush(struct mcs_engine *e, struct mcs_client *c);
+void mcs_client_wake_paused(struct mcs_engine *e);
 void mcs_request_sub_done(struct mcs_engine *e, struct mcs_sub *sub);
 
 /* backend.c */

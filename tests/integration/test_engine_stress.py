@@ -41,5 +41,41 @@ class EngineStressTest(harness.ClusterTest):
             self.assertEqual(p.stdout.strip(), b"ok")
 
 
+FLOOD = r"""
+import resource, socket, sys, time
+port = int(sys.argv[1])
+s = socket.create_connection(("127.0.0.1", port))
+s.setblocking(False)
+chunk = b"".join(b"set flood%d 0 0 1000 noreply\r\n" % i + b"x" * 1000 + b"\r\n" for i in range(1000))
+sent, deadline = 0, time.time() + 8
+while time.time() < deadline and sent < 400 * 1024 * 1024:
+    try:
+        sent += s.send(chunk)
+    except BlockingIOError:
+        time.sleep(0.01)
+print(sent, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+class NoreplyFloodTest(harness.ClusterTest):
+    """noreply requests leave no trace in a client's pipeline; the bytes queued to
+    servers must still be bounded when a server stops reading (SIGSTOP)."""
+    nservers = 1
+
+    def test_noreply_flood_to_a_stopped_server_is_bounded(self):
+        node = self.cluster.nodes[0]
+        node.pause()
+        try:
+            env = self.env({"MCSHIM_TIMEOUT_MS": "20000"})
+            p = harness.run(["/usr/bin/python3", "-c", FLOOD, str(self.intercept_port)], env, timeout=60)
+        finally:
+            node.resume()
+        sent, maxrss_kb = (int(x) for x in p.stdout.split())
+        # 32 MiB engine queue + kernel socket buffers (about 40 MiB); unbounded, it takes
+        # everything the client manages to send in 8 s (well over 100 MiB here).
+        self.assertLess(sent, 80 * 1024 * 1024, "the shim kept reading: %d bytes accepted" % sent)
+        self.assertLess(maxrss_kb, 200 * 1024, "process grew to %d KiB" % maxrss_kb)
+
+
 if __name__ == "__main__":
     unittest.main()
