@@ -114,10 +114,11 @@ fake_local(struct mcs_vconn *vc)
     }
 }
 
-/* Makes a socketpair, puts one end on every fd number given (keeping each
- * one's close-on-exec flag), and returns the other (engine) end, or -1. */
+/* Makes a socketpair, puts one end on fd's number (keeping its close-on-exec
+ * flag and the given O_NONBLOCK/O_ASYNC status), and returns the other
+ * (engine) end, or -1 with fd untouched. */
 static int
-swap_in_socketpair(const int *fds, size_t nfds, int status_flags)
+swap_in_socketpair(int fd, int status_flags)
 {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
@@ -126,19 +127,15 @@ swap_in_socketpair(const int *fds, size_t nfds, int status_flags)
     int engine_end = mcs_fd_move_high(sv[1]);
     mcs_fdtab_mark_internal(engine_end);
     mcs_real.fcntl(engine_end, F_SETFL, O_NONBLOCK);
-    for (size_t i = 0; i < nfds; i++) {
-        int fdflags = mcs_real.fcntl(fds[i], F_GETFD);
-        if (mcs_real.dup3(sv[0], fds[i], (fdflags > 0 && (fdflags & FD_CLOEXEC)) ? O_CLOEXEC : 0) < 0) {
-            mcs_real.close(sv[0]);
-            mcs_fdtab_swap(engine_end, 0);
-            mcs_real.close(engine_end);
-            return -1;
-        }
+    int fdflags = mcs_real.fcntl(fd, F_GETFD);
+    if (mcs_real.dup3(sv[0], fd, (fdflags > 0 && (fdflags & FD_CLOEXEC)) ? O_CLOEXEC : 0) < 0) {
+        mcs_real.close(sv[0]);
+        mcs_fdtab_swap(engine_end, 0);
+        mcs_real.close(engine_end);
+        return -1;
     }
     mcs_real.close(sv[0]);
-    if (nfds > 0) {
-        mcs_real.fcntl(fds[0], F_SETFL, status_flags & (O_NONBLOCK | O_ASYNC));
-    }
+    mcs_real.fcntl(fd, F_SETFL, status_flags & (O_NONBLOCK | O_ASYNC));
     return engine_end;
 }
 
@@ -156,7 +153,7 @@ int
 mcs_vconn_restream(int fd, struct mcs_vconn *vc, int *engine_fd)
 {
     int fl = mcs_real.fcntl(fd, F_GETFL);
-    *engine_fd = swap_in_socketpair(&fd, 1, fl < 0 ? 0 : fl);
+    *engine_fd = swap_in_socketpair(fd, fl < 0 ? 0 : fl);
     if (*engine_fd < 0) {
         return -1;
     }
@@ -225,7 +222,7 @@ mcs_shim_connect(int fd, const struct sockaddr *addr, socklen_t len, bool *handl
     }
     int fl = mcs_real.fcntl(fd, F_GETFL);
     mcs_fdtab_lock();
-    int engine_end = swap_in_socketpair(&fd, 1, fl < 0 ? 0 : fl);
+    int engine_end = swap_in_socketpair(fd, fl < 0 ? 0 : fl);
     if (engine_end < 0) {
         mcs_fdtab_unlock();
         free(vc);

@@ -78,11 +78,9 @@ mcs_vconn_alias_locked(int from, int to)
     vc->refs++;
     uintptr_t old = mcs_fdtab_swap(to, (uintptr_t)vc);
     if (old == (uintptr_t)vc) {
-        vc->refs--;
-    } else if (old != 0 && as_vconn(old) == NULL && old != (uintptr_t)vc) {
-        /* `to` was recorded as internal but the host has it now. */
+        vc->refs--;                 /* `to` already was a copy */
     } else {
-        vconn_unref(as_vconn(old));
+        vconn_unref(as_vconn(old)); /* NULL for nothing or a stale internal entry */
     }
 }
 
