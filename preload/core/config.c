@@ -212,6 +212,27 @@ parse_u32_var(const char *name, const char *value, uint64_t min, uint64_t max, u
     return 0;
 }
 
+static const char *const write_names[] = { "async", "sync", NULL };
+static const char *const rejoin_names[] = { "replay", "flush", NULL };
+static const char *const bool_names[] = { "0", "1", NULL };
+
+/* One of a fixed list of words (NULL-terminated); the error lists them. */
+static int
+parse_choice(enum mcs_config_var v, const char *value, const char *const *names, unsigned *out, char *err,
+             size_t errlen)
+{
+    char why[96] = "expected";
+    for (unsigned i = 0; names[i] != NULL; i++) {
+        if (strcmp(value, names[i]) == 0) {
+            *out = i;
+            return 0;
+        }
+        size_t used = strlen(why);
+        snprintf(why + used, sizeof(why) - used, "%s %s", i == 0 ? "" : (names[i + 1] ? "," : " or"), names[i]);
+    }
+    return fail(err, errlen, vars[v].name, value, why);
+}
+
 static const char *
 value_of(enum mcs_config_var v, mcs_config_lookup get, void *ctx)
 {
@@ -238,7 +259,17 @@ mcs_config_parse(struct mcs_config *c, mcs_config_lookup get, void *ctx, char *e
     if (n < 0) {
         goto error;
     }
-    c->nservers = (size_t)n;
+    c->nservers = c->nprimaries = (size_t)n;
+    const char *backup = value_of(MCS_VAR_BACKUP, get, ctx);
+    if (backup[0] != '\0') {
+        n = mcs_config_parse_list(vars[MCS_VAR_BACKUP].name, backup, true, c->servers + c->nservers,
+                                  MCS_MAX_SERVERS - c->nservers, err, errlen);
+        if (n < 0) {
+            goto error;
+        }
+        c->nbackups = (size_t)n;
+        c->nservers += c->nbackups;
+    }
     struct mcs_endpoint *fit = realloc(c->servers, c->nservers * sizeof(*c->servers));
     if (fit != NULL) {
         c->servers = fit;
@@ -250,6 +281,7 @@ mcs_config_parse(struct mcs_config *c, mcs_config_lookup get, void *ctx, char *e
         goto error;
     }
     c->nintercept = (size_t)n;
+    unsigned choice;
 
     const char *s = value_of(MCS_VAR_HASH, get, ctx);
     if (mcs_hash_from_name(s, strlen(s), &c->hash) != 0) {
@@ -274,9 +306,26 @@ mcs_config_parse(struct mcs_config *c, mcs_config_lookup get, void *ctx, char *e
         || parse_u32_var(vars[MCS_VAR_ITEM_MAX].name, value_of(MCS_VAR_ITEM_MAX, get, ctx), 1024,
                          128u * 1024 * 1024, &c->item_max, err, errlen) != 0
         || parse_u32_var(vars[MCS_VAR_SPIN_US].name, value_of(MCS_VAR_SPIN_US, get, ctx), 0, 1000,
-                         &c->spin_us, err, errlen) != 0) {
+                         &c->spin_us, err, errlen) != 0
+        || parse_u32_var(vars[MCS_VAR_REPLICAS].name, value_of(MCS_VAR_REPLICAS, get, ctx), 1,
+                         c->nprimaries < MCS_MAX_REPLICAS ? c->nprimaries : MCS_MAX_REPLICAS, &c->replicas, err,
+                         errlen) != 0
+        || parse_u32_var(vars[MCS_VAR_WARMUP_S].name, value_of(MCS_VAR_WARMUP_S, get, ctx), 0, 86400,
+                         &c->warmup_s, err, errlen) != 0
+        || parse_u32_var(vars[MCS_VAR_REJOIN_LOG].name, value_of(MCS_VAR_REJOIN_LOG, get, ctx), 1, 10000000,
+                         &c->rejoin_log, err, errlen) != 0
+        || parse_choice(MCS_VAR_WRITE, value_of(MCS_VAR_WRITE, get, ctx), write_names, &choice, err, errlen) != 0) {
         goto error;
     }
+    c->write = (enum mcs_write_mode)choice;
+    if (parse_choice(MCS_VAR_REJOIN, value_of(MCS_VAR_REJOIN, get, ctx), rejoin_names, &choice, err, errlen) != 0) {
+        goto error;
+    }
+    c->rejoin = (enum mcs_rejoin_mode)choice;
+    if (parse_choice(MCS_VAR_EJECT, value_of(MCS_VAR_EJECT, get, ctx), bool_names, &choice, err, errlen) != 0) {
+        goto error;
+    }
+    c->eject = choice == 1;
     s = value_of(MCS_VAR_LOG_LEVEL, get, ctx);
     size_t i;
     for (i = 0; i < sizeof(log_names) / sizeof(log_names[0]); i++) {

@@ -24,7 +24,8 @@
 
 #define MCS_HOST_MAX     255
 #define MCS_NAME_MAX     255
-#define MCS_MAX_SERVERS  1024
+#define MCS_MAX_SERVERS  1024   /* primaries and backups together */
+#define MCS_MAX_REPLICAS 8
 #define MCS_MAX_INTERCEPT 16
 #define MCS_MAX_ADDRS    4      /* resolved addresses kept per intercept entry */
 
@@ -40,6 +41,13 @@
     X(CONNECTIONS,   "MCSHIM_CONNECTIONS",   "2",                "backend connections per server")             \
     X(ITEM_MAX,      "MCSHIM_ITEM_MAX",      "1048576",          "largest value forwarded, bytes")             \
     X(SPIN_US,       "MCSHIM_SPIN_US",       "50",                "engine polls this long for replies before sleeping, us") \
+    X(BACKUP,        "MCSHIM_BACKUP",        "",                 "backup pool host:port[:weight][ name],... (its own ring)") \
+    X(REPLICAS,      "MCSHIM_REPLICAS",      "1",                "copies of each key along the primary ring (1: none)") \
+    X(WRITE,         "MCSHIM_WRITE",         "async",            "async: answer after the primary; sync: after every copy") \
+    X(WARMUP_S,      "MCSHIM_WARMUP_S",      "300",              "seconds a restarted server is filled from its copies (0: off)") \
+    X(EJECT,         "MCSHIM_EJECT",         "0",                "1: with no copies, a down server leaves the ring while down") \
+    X(REJOIN,        "MCSHIM_REJOIN",        "replay",           "a server back from a cut: replay missed invalidations, or flush") \
+    X(REJOIN_LOG,    "MCSHIM_REJOIN_LOG",    "10000",            "keys remembered per server while away; beyond: flush on rejoin") \
     X(LOG_LEVEL,     "MCSHIM_LOG_LEVEL",     "notice",           "error, warn, notice, info or debug")
 
 enum mcs_config_var {
@@ -63,9 +71,14 @@ struct mcs_endpoint {
 
 enum mcs_log_level { MCS_LOG_ERROR, MCS_LOG_WARN, MCS_LOG_NOTICE, MCS_LOG_INFO, MCS_LOG_DEBUG };
 
+enum mcs_write_mode { MCS_WRITE_ASYNC, MCS_WRITE_SYNC };
+enum mcs_rejoin_mode { MCS_REJOIN_REPLAY, MCS_REJOIN_FLUSH };
+
 struct mcs_config {
-    struct mcs_endpoint *servers;      /* nservers entries, owned (mcs_config_free) */
-    size_t   nservers;
+    struct mcs_endpoint *servers;      /* nservers entries, owned (mcs_config_free): */
+    size_t   nservers;                 /*   the primaries, then the backups */
+    size_t   nprimaries;
+    size_t   nbackups;
     struct mcs_endpoint intercept[MCS_MAX_INTERCEPT];
     size_t   nintercept;
     enum mcs_hash_kind hash;
@@ -76,6 +89,12 @@ struct mcs_config {
     uint32_t connections;
     uint32_t item_max;
     uint32_t spin_us;
+    uint32_t replicas;                 /* 1..nprimaries */
+    enum mcs_write_mode write;
+    uint32_t warmup_s;
+    bool     eject;
+    enum mcs_rejoin_mode rejoin;
+    uint32_t rejoin_log;
     enum mcs_log_level log_level;
 };
 

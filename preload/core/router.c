@@ -31,16 +31,69 @@ mcs_failure_name(enum mcs_failure f)
     return (unsigned)f < MCS_FAILURE_COUNT ? failure_names[f] : "?";
 }
 
+/* Builds a continuum over servers[first, first + count); point servers are indexes into r->servers.
+ * skip (may be NULL) leaves servers out (eject). Returns 0 or -1. */
+static int
+ring_build(struct mcs_router *r, size_t first, size_t count, const bool *skip, struct mcs_continuum_point **points,
+           size_t *npoints)
+{
+    const struct mcs_config *cfg = r->cfg;
+    struct mcs_ring_server *ring = calloc(count ? count : 1, sizeof(*ring));
+    char (*names)[MCS_HOST_MAX + MCS_NAME_MAX + 16] = calloc(count ? count : 1, sizeof(*names));
+    uint32_t *index = calloc(count ? count : 1, sizeof(*index));
+    struct mcs_continuum_point *pts = NULL;
+    size_t n = 0, np = 0;
+    int rc = -1;
+    if (ring == NULL || names == NULL || index == NULL) {
+        goto out;
+    }
+    for (size_t i = first; i < first + count; i++) {
+        const struct mcs_endpoint *e = &cfg->servers[i];
+        if (skip != NULL && skip[i - first]) {
+            continue;
+        }
+        if (e->is_unix) {
+            snprintf(names[n], sizeof(names[n]), "%s", e->name[0] ? e->name : e->host);
+        } else if (mcs_continuum_name(e->host, e->port, e->name[0] ? e->name : NULL, names[n], sizeof(names[n]))
+                   < 0) {
+            goto out;
+        }
+        ring[n].name = names[n];
+        ring[n].name_len = strlen(names[n]);
+        ring[n].weight = e->weight;
+        index[n++] = (uint32_t)i;
+    }
+    np = n ? mcs_continuum_points(cfg->dist, ring, n) : 0;
+    pts = calloc(np ? np : 1, sizeof(*pts));
+    if (pts == NULL || (np > 0 && mcs_continuum_build(cfg->dist, ring, n, pts, np) == 0)) {
+        goto out;
+    }
+    for (size_t i = 0; i < np; i++) {
+        pts[i].server = index[pts[i].server];
+    }
+    free(*points);
+    *points = pts;
+    *npoints = np;
+    pts = NULL;
+    rc = 0;
+out:
+    free(pts);
+    free(ring);
+    free(names);
+    free(index);
+    return rc;
+}
+
 int
 mcs_router_init(struct mcs_router *r, const struct mcs_config *cfg)
 {
     memset(r, 0, sizeof(*r));
     r->cfg = cfg;
     r->nservers = cfg->nservers;
+    r->nprimaries = cfg->nprimaries ? cfg->nprimaries : cfg->nservers;
+    r->copies = cfg->replicas > 1 || r->nprimaries < r->nservers;
     r->servers = calloc(cfg->nservers, sizeof(*r->servers));
-    struct mcs_ring_server *ring = calloc(cfg->nservers, sizeof(*ring));
-    char (*names)[MCS_HOST_MAX + MCS_NAME_MAX + 16] = calloc(cfg->nservers, sizeof(*names));
-    if (r->servers == NULL || ring == NULL || names == NULL) {
+    if (r->servers == NULL) {
         goto error;
     }
     for (size_t i = 0; i < cfg->nservers; i++) {
@@ -48,33 +101,25 @@ mcs_router_init(struct mcs_router *r, const struct mcs_config *cfg)
         struct mcs_server *s = &r->servers[i];
         s->endpoint = e;
         s->health = MCS_HEALTH_UP;
+        s->backup = i >= r->nprimaries;
+        mcs_keylog_init(&s->missed, cfg->rejoin_log ? cfg->rejoin_log : 1);
         if (e->is_unix) {
             snprintf(s->label, sizeof(s->label), "unix:%s", e->host);
-            snprintf(names[i], sizeof(names[i]), "%s", e->name[0] ? e->name : e->host);
         } else {
             snprintf(s->label, sizeof(s->label), strchr(e->host, ':') ? "[%s]:%u" : "%s:%u", e->host,
                      (unsigned)e->port);
-            if (mcs_continuum_name(e->host, e->port, e->name[0] ? e->name : NULL, names[i], sizeof(names[i]))
-                < 0) {
-                goto error;
-            }
         }
-        ring[i].name = names[i];
-        ring[i].name_len = strlen(names[i]);
-        ring[i].weight = e->weight;
     }
-    r->npoints = mcs_continuum_points(cfg->dist, ring, cfg->nservers);
-    r->points = calloc(r->npoints ? r->npoints : 1, sizeof(*r->points));
-    if (r->points == NULL || mcs_continuum_build(cfg->dist, ring, cfg->nservers, r->points, r->npoints) == 0) {
+    if (ring_build(r, 0, r->nprimaries, NULL, &r->points, &r->npoints) != 0
+        || (r->nservers > r->nprimaries
+            && ring_build(r, r->nprimaries, r->nservers - r->nprimaries, NULL, &r->backup_points,
+                          &r->nbackup_points)
+                   != 0)) {
         goto error;
     }
-    free(ring);
-    free(names);
     return 0;
 
 error:
-    free(ring);
-    free(names);
     mcs_router_free(r);
     return -1;
 }
@@ -82,42 +127,132 @@ error:
 void
 mcs_router_free(struct mcs_router *r)
 {
+    for (size_t i = 0; r->servers != NULL && i < r->nservers; i++) {
+        mcs_keylog_free(&r->servers[i].missed);
+    }
     free(r->servers);
     free(r->points);
-    r->servers = NULL;
-    r->points = NULL;
-    r->nservers = 0;
-    r->npoints = 0;
+    free(r->backup_points);
+    free(r->live_points);
+    memset(r, 0, sizeof(*r));
+}
+
+static uint32_t
+key_hash(const struct mcs_router *r, const char *key, size_t len)
+{
+    return len == 0 ? 0 : mcs_hash(r->cfg->hash, key, len);
 }
 
 uint32_t
 mcs_router_server_for_key(const struct mcs_router *r, const char *key, size_t len)
 {
-    if (r->nservers == 1) {
+    if (r->nprimaries == 1) {
         return 0;
     }
-    uint32_t h = len == 0 ? 0 : mcs_hash(r->cfg->hash, key, len);
-    return mcs_continuum_lookup(r->cfg->dist, r->points, r->npoints, h);
+    return mcs_continuum_lookup(r->cfg->dist, r->points, r->npoints, key_hash(r, key, len));
+}
+
+/* Index of the point a hash lands on (the lookup rule of continuum.h). */
+static size_t
+point_index(enum mcs_dist_kind dist, const struct mcs_continuum_point *points, size_t npoints, uint32_t h)
+{
+    if (dist == MCS_DIST_MODULA) {
+        return h % npoints;
+    }
+    size_t lo = 0, hi = npoints;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (points[mid].value < h) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo == npoints ? 0 : lo;
+}
+
+static bool
+listed(const uint32_t *out, uint32_t n, uint32_t s)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        if (out[i] == s) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* With eject: the live ring is rebuilt lazily after usability changed. */
+static void
+live_refresh(struct mcs_router *r)
+{
+    if (!r->live_stale) {
+        return;
+    }
+    bool skip[MCS_MAX_SERVERS];
+    for (size_t i = 0; i < r->nprimaries; i++) {
+        skip[i] = r->servers[i].health != MCS_HEALTH_UP && r->servers[i].health != MCS_HEALTH_WARMING;
+    }
+    if (ring_build(r, 0, r->nprimaries, skip, &r->live_points, &r->nlive_points) == 0) {
+        r->live_stale = false;
+    }
+}
+
+uint32_t
+mcs_router_targets(struct mcs_router *r, const char *key, size_t len, uint32_t *out)
+{
+    uint32_t n = 0;
+    uint32_t h = key_hash(r, key, len);
+    out[n++] = mcs_router_server_for_key(r, key, len);
+    if (r->cfg->replicas > 1 && r->npoints > 0) {
+        size_t start = point_index(r->cfg->dist, r->points, r->npoints, h);
+        for (size_t i = 1; i < r->npoints && n < r->cfg->replicas; i++) {
+            uint32_t s = r->points[(start + i) % r->npoints].server;
+            if (!listed(out, n, s)) {
+                out[n++] = s;
+            }
+        }
+    }
+    if (r->nbackup_points > 0) {
+        out[n++] = r->nservers - r->nprimaries == 1
+                       ? (uint32_t)r->nprimaries
+                       : mcs_continuum_lookup(r->cfg->dist, r->backup_points, r->nbackup_points, h);
+    }
+    if (!r->copies && r->cfg->eject && r->servers[out[0]].health != MCS_HEALTH_UP
+        && r->servers[out[0]].health != MCS_HEALTH_WARMING) {
+        live_refresh(r);
+        if (r->nlive_points > 0 && !r->live_stale) {
+            out[n++] = mcs_continuum_lookup(r->cfg->dist, r->live_points, r->nlive_points, h);
+        }
+    }
+    return n;
+}
+
+static void
+set_health(struct mcs_router *r, struct mcs_server *srv, enum mcs_health h)
+{
+    bool was = srv->health == MCS_HEALTH_UP || srv->health == MCS_HEALTH_WARMING;
+    bool is = h == MCS_HEALTH_UP || h == MCS_HEALTH_WARMING;
+    srv->health = h;
+    if (was != is) {
+        r->live_stale = true;
+    }
 }
 
 bool
 mcs_router_usable(struct mcs_router *r, uint32_t s, uint64_t now_ms)
 {
     struct mcs_server *srv = &r->servers[s];
-    switch (srv->health) {
-    case MCS_HEALTH_UP:
-    case MCS_HEALTH_RETRYING:
-        return true;
-    case MCS_HEALTH_DOWN:
-        if (now_ms >= srv->retry_at_ms) {
-            srv->health = MCS_HEALTH_RETRYING;
-            return true;
-        }
-        return false;
-    case MCS_HEALTH_COUNT:
-        break;
+    if (srv->health == MCS_HEALTH_WARMING && now_ms >= srv->warm_until_ms) {
+        srv->health = MCS_HEALTH_UP;
     }
-    return false;
+    return srv->health == MCS_HEALTH_UP || srv->health == MCS_HEALTH_WARMING;
+}
+
+bool
+mcs_router_warming(struct mcs_router *r, uint32_t s, uint64_t now_ms)
+{
+    return mcs_router_usable(r, s, now_ms) && r->servers[s].health == MCS_HEALTH_WARMING;
 }
 
 enum mcs_health
@@ -125,42 +260,143 @@ mcs_router_failed(struct mcs_router *r, uint32_t s, enum mcs_failure why, uint64
 {
     struct mcs_server *srv = &r->servers[s];
     enum mcs_health before = srv->health;
-    (void)why;
     if (srv->failures < UINT32_MAX) {
         srv->failures++;
     }
-    if (before == MCS_HEALTH_RETRYING || (before == MCS_HEALTH_UP && srv->failures >= r->cfg->failure_limit)) {
-        srv->health = MCS_HEALTH_DOWN;
-        srv->retry_at_ms = now_ms + r->cfg->retry_ms;
-        if (before == MCS_HEALTH_UP) {
-            srv->down_since_ms = now_ms;
-            srv->stats.downs++;
+    switch (before) {
+    case MCS_HEALTH_UP:
+    case MCS_HEALTH_WARMING:
+        if (why != MCS_FAILURE_TIMEOUT && srv->failures < r->cfg->failure_limit) {
+            return MCS_HEALTH_COUNT;
         }
-        return before;
+        srv->down_since_ms = now_ms;
+        srv->stats.downs++;
+        break;
+    case MCS_HEALTH_DOWN:
+        if (!srv->probing) {
+            return MCS_HEALTH_COUNT;   /* late failures of requests sent before it went down */
+        }
+        break;
+    case MCS_HEALTH_REJOINING:
+    case MCS_HEALTH_COUNT:
+        break;
     }
-    return MCS_HEALTH_COUNT;
+    srv->probing = false;
+    srv->retry_at_ms = now_ms + r->cfg->retry_ms;
+    set_health(r, srv, MCS_HEALTH_DOWN);
+    return before == MCS_HEALTH_DOWN ? MCS_HEALTH_COUNT : before;
 }
 
-enum mcs_health
+void
 mcs_router_succeeded(struct mcs_router *r, uint32_t s)
 {
     struct mcs_server *srv = &r->servers[s];
-    enum mcs_health before = srv->health;
-    srv->failures = 0;
-    if (before != MCS_HEALTH_UP) {
-        srv->health = MCS_HEALTH_UP;
-        return before;
+    if (srv->health == MCS_HEALTH_UP || srv->health == MCS_HEALTH_WARMING) {
+        srv->failures = 0;
     }
-    return MCS_HEALTH_COUNT;
+}
+
+bool
+mcs_router_probe_due(const struct mcs_router *r, uint32_t s, uint64_t now_ms)
+{
+    const struct mcs_server *srv = &r->servers[s];
+    return srv->health == MCS_HEALTH_DOWN && !srv->probing && now_ms >= srv->retry_at_ms;
+}
+
+void
+mcs_router_probe_start(struct mcs_router *r, uint32_t s)
+{
+    r->servers[s].probing = true;
+    r->servers[s].stats.probes++;
+}
+
+void
+mcs_router_identify(struct mcs_router *r, uint32_t s, const struct mcs_identity *id)
+{
+    r->servers[s].identity = *id;
+}
+
+/* The same instance: same pid, and a start time within a couple of seconds
+ * (uptime and time are whole seconds read at slightly different moments). */
+static bool
+same_instance(const struct mcs_identity *a, const struct mcs_identity *b)
+{
+    uint64_t d = a->started > b->started ? a->started - b->started : b->started - a->started;
+    return a->pid == b->pid && d <= 2;
+}
+
+enum mcs_rejoin
+mcs_router_probe_ok(struct mcs_router *r, uint32_t s, const struct mcs_identity *id, uint64_t now_ms)
+{
+    struct mcs_server *srv = &r->servers[s];
+    srv->probing = false;
+    if (srv->health != MCS_HEALTH_DOWN) {
+        return MCS_REJOIN_NOTHING;
+    }
+    bool restarted = srv->identity.known && id->known && !same_instance(&srv->identity, id);
+    if (id->known) {
+        srv->identity = *id;
+    }
+    srv->failures = 0;
+    if (restarted) {
+        srv->stats.restarts++;
+        mcs_router_rejoined(r, s, now_ms);
+        return MCS_REJOIN_NOTHING;
+    }
+    srv->stats.rejoins++;
+    if (r->cfg->rejoin == MCS_REJOIN_FLUSH || srv->missed_flush || mcs_keylog_overflowed(&srv->missed)) {
+        set_health(r, srv, MCS_HEALTH_REJOINING);
+        return MCS_REJOIN_FLUSH_ALL;
+    }
+    if (mcs_keylog_count(&srv->missed) > 0) {
+        set_health(r, srv, MCS_HEALTH_REJOINING);
+        return MCS_REJOIN_DELETES;
+    }
+    mcs_router_rejoined(r, s, now_ms);
+    return MCS_REJOIN_NOTHING;
+}
+
+void
+mcs_router_rejoined(struct mcs_router *r, uint32_t s, uint64_t now_ms)
+{
+    struct mcs_server *srv = &r->servers[s];
+    mcs_keylog_reset(&srv->missed);
+    srv->missed_flush = false;
+    srv->failures = 0;
+    if (r->copies && r->cfg->warmup_s > 0) {
+        srv->warm_until_ms = now_ms + (uint64_t)r->cfg->warmup_s * 1000;
+        set_health(r, srv, MCS_HEALTH_WARMING);
+    } else {
+        set_health(r, srv, MCS_HEALTH_UP);
+    }
+}
+
+void
+mcs_router_missed(struct mcs_router *r, uint32_t s, const char *key, size_t len)
+{
+    struct mcs_server *srv = &r->servers[s];
+    if (mcs_keylog_add(&srv->missed, key, len) == 0) {
+        srv->stats.invalidations_logged++;
+    }
+}
+
+void
+mcs_router_missed_flush(struct mcs_router *r, uint32_t s)
+{
+    r->servers[s].missed_flush = true;
 }
 
 uint64_t
-mcs_router_next_retry(const struct mcs_router *r)
+mcs_router_next_event(const struct mcs_router *r)
 {
     uint64_t next = UINT64_MAX;
     for (size_t i = 0; i < r->nservers; i++) {
-        if (r->servers[i].health == MCS_HEALTH_DOWN && r->servers[i].retry_at_ms < next) {
-            next = r->servers[i].retry_at_ms;
+        const struct mcs_server *s = &r->servers[i];
+        if (s->health == MCS_HEALTH_DOWN && !s->probing && s->retry_at_ms < next) {
+            next = s->retry_at_ms;
+        }
+        if (s->health == MCS_HEALTH_WARMING && s->warm_until_ms < next) {
+            next = s->warm_until_ms;
         }
     }
     return next;

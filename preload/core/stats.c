@@ -40,6 +40,8 @@ mcs_stats_mcshim(struct mcs_buf *out, const struct mcs_engine_stats *es, const s
     rc |= stat_line(out, "", "hash", mcs_hash_name(r->cfg->hash));
     rc |= stat_line(out, "", "distribution", mcs_dist_name(r->cfg->dist));
     rc |= stat_u64(out, "", "servers", r->nservers);
+    rc |= stat_u64(out, "", "replicas", r->cfg->replicas);
+    rc |= stat_line(out, "", "write", r->cfg->write == MCS_WRITE_SYNC ? "sync" : "async");
     rc |= stat_u64(out, "", "continuum_points", r->npoints);
 #define MCS_STAT_ENGINE(name, help) rc |= stat_u64(out, "", #name, es->name);
     MCS_ENGINE_STATS(MCS_STAT_ENGINE)
@@ -49,7 +51,9 @@ mcs_stats_mcshim(struct mcs_buf *out, const struct mcs_engine_stats *es, const s
         char prefix[64];
         snprintf(prefix, sizeof(prefix), "server:%zu:", i);
         rc |= stat_line(out, prefix, "address", s->label);
+        rc |= stat_line(out, prefix, "role", s->backup ? "backup" : "primary");
         rc |= stat_line(out, prefix, "state", mcs_health_name(s->health));
+        rc |= stat_u64(out, prefix, "missed_keys", mcs_keylog_count(&s->missed));
         rc |= stat_u64(out, prefix, "weight", s->endpoint->weight);
         rc |= stat_u64(out, prefix, "consecutive_failures", s->failures);
 #define MCS_STAT_SERVER(name, help) rc |= stat_u64(out, prefix, #name, s->stats.name);

@@ -20,7 +20,15 @@
     X(connects,         "connections opened")                                         \
     X(connect_failures, "connection attempts that failed")                            \
     X(downs,            "times the server was marked down")                           \
-    X(fast_fails,       "requests not sent because the server was down")
+    X(fast_fails,       "requests not sent because the server was down")              \
+    X(failovers,        "requests it could not answer that a copy answered")          \
+    X(warm_fills,       "items copied back into it while warming")                    \
+    X(invalidations_logged,   "keys of writes it missed while away (for its rejoin)") \
+    X(invalidations_replayed, "missed keys deleted on it when it came back from a cut") \
+    X(rejoin_flushes,   "times it was flushed when it came back from a cut")          \
+    X(restarts,         "times it came back restarted (empty)")                       \
+    X(rejoins,          "times it came back from a cut (same instance)")              \
+    X(probes,           "probes sent while it was down")
 
 struct mcs_server_stats {
 #define MCS_STAT_FIELD(name, help) uint64_t name;
@@ -41,6 +49,8 @@ struct mcs_server_stats {
     X(requests,          "application requests parsed")                               \
     X(client_errors,     "requests answered locally with ERROR/CLIENT_ERROR")         \
     X(server_errors,     "requests answered SERVER_ERROR because a server failed")    \
+    X(copy_writes,       "writes sent to copies (replicas and backups)")              \
+    X(copy_invalidations, "deletes sent to copies to keep them from diverging")       \
     X(backend_bytes_out, "bytes sent to servers")                                     \
     X(backend_bytes_in,  "bytes received from servers")
 

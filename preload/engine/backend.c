@@ -24,7 +24,7 @@
 #include "preload/lib/log.h"
 #include "preload/lib/real.h"
 
-static void backend_fail(struct mcs_engine *e, struct mcs_backend *b, enum mcs_failure why);
+static void backend_fail(struct mcs_engine *e, struct mcs_backend *b, enum mcs_failure why, bool report);
 
 /* Bytes left the out buffers (sent or dropped): wake paused clients once well below the limit. */
 static void
@@ -49,21 +49,6 @@ mark_dirty(struct mcs_engine *e, struct mcs_backend *b)
         b->dirty = true;
         b->next_dirty = e->dirty_backends;
         e->dirty_backends = b;
-    }
-}
-
-static void
-note_health(struct mcs_engine *e, uint32_t server, enum mcs_health before)
-{
-    if (before == MCS_HEALTH_COUNT) {
-        return;
-    }
-    const struct mcs_server *s = &e->router.servers[server];
-    if (s->health == MCS_HEALTH_DOWN && before == MCS_HEALTH_UP) {   /* failed retries stay quiet */
-        mcs_log(MCS_LOG_WARN, "server %s is down after %u failure(s); retrying every %u ms", s->label,
-                s->failures, e->cfg->retry_ms);
-    } else if (s->health == MCS_HEALTH_UP) {
-        mcs_log(MCS_LOG_NOTICE, "server %s is up again", s->label);
     }
 }
 
@@ -102,6 +87,7 @@ backend_connect(struct mcs_engine *e, struct mcs_backend *b)
         b->state = MCS_BACKEND_CLOSED;
         return -1;
     }
+    mcs_avail_connected(e, b);
     return 0;
 }
 
@@ -115,7 +101,8 @@ mcs_backend_send(struct mcs_engine *e, struct mcs_sub *sub, uint64_t client_id, 
     if (b->state == MCS_BACKEND_CLOSED && backend_connect(e, b) != 0) {
         srv->stats.connect_failures++;
         srv->stats.errors++;
-        note_health(e, sub->server, mcs_router_failed(&e->router, sub->server, MCS_FAILURE_CONNECT, e->now_ms));
+        mcs_avail_note(e, sub->server, mcs_router_failed(&e->router, sub->server, MCS_FAILURE_CONNECT, e->now_ms),
+                       MCS_FAILURE_CONNECT);
         sub->failed = true;
         mcs_request_sub_done(e, sub);
         return;
@@ -148,8 +135,12 @@ deliver(struct mcs_engine *e, struct mcs_sub *sub, const char *p, const struct m
     switch (mcs_cmd_route(r->cmd)) {
     case MCS_ROUTE_KEYS:
         if (item->kind == MCS_RESP_VALUE) {
-            mcs_buf_append(r->nsubs > 1 ? &sub->resp : &r->out, p, item->len);
-            r->hits++;
+            if (r->merge) {
+                mcs_buf_append(&sub->resp, p, item->len);   /* counted when merged */
+            } else {
+                mcs_buf_append(&r->out, p, item->len);
+                r->hits++;
+            }
             return false;
         }
         if (item->kind == MCS_RESP_END) {
@@ -182,6 +173,14 @@ deliver(struct mcs_engine *e, struct mcs_sub *sub, const char *p, const struct m
         }
         return true;
     case MCS_ROUTE_LOCAL:
+        /* the engine's own stats request (probe, identity) */
+        if (item->kind == MCS_RESP_STAT) {
+            mcs_avail_stat(r, p, item->len);
+            return false;
+        }
+        if (item->kind == MCS_RESP_END) {
+            return true;
+        }
         break;
     }
     *bad = true;
@@ -193,12 +192,12 @@ backend_read(struct mcs_engine *e, struct mcs_backend *b)
 {
     for (int round = 0; round < 8; round++) {
         if (mcs_buf_reserve(&b->in, MCS_BACKEND_READ_CHUNK) != 0) {
-            backend_fail(e, b, MCS_FAILURE_RESET);
+            backend_fail(e, b, MCS_FAILURE_RESET, true);
             return;
         }
         ssize_t n = recv(b->fd, b->in.data + b->in.end, b->in.cap - b->in.end, MSG_DONTWAIT);
         if (n == 0) {
-            backend_fail(e, b, MCS_FAILURE_RESET);
+            backend_fail(e, b, MCS_FAILURE_RESET, true);
             return;
         }
         if (n < 0) {
@@ -208,7 +207,7 @@ backend_read(struct mcs_engine *e, struct mcs_backend *b)
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 break;
             }
-            backend_fail(e, b, MCS_FAILURE_RESET);
+            backend_fail(e, b, MCS_FAILURE_RESET, true);
             return;
         }
         b->in.end += (size_t)n;
@@ -216,21 +215,30 @@ backend_read(struct mcs_engine *e, struct mcs_backend *b)
         while (mcs_buf_len(&b->in) > 0) {
             struct mcs_sub *sub = b->head;
             if (sub == NULL) {
-                backend_fail(e, b, MCS_FAILURE_PROTOCOL);
+                backend_fail(e, b, MCS_FAILURE_PROTOCOL, true);
                 return;
             }
             struct mcs_ascii_resp item;
             const char *p = mcs_buf_head(&b->in);
-            enum mcs_resp_status st = mcs_ascii_resp_parse(p, mcs_buf_len(&b->in), e->cfg->item_max, &item);
+            enum mcs_resp_status st;
+            bool bad, complete = false;
+            if (sub->meta) {
+                size_t used = 0;
+                st = mcs_avail_meta_reply(e, sub, p, mcs_buf_len(&b->in), &used);
+                item.len = (uint32_t)used;
+                complete = true;
+            } else {
+                st = mcs_ascii_resp_parse(p, mcs_buf_len(&b->in), e->cfg->item_max, &item);
+            }
             if (st == MCS_RESP_MORE) {
                 break;
             }
-            bool bad = st == MCS_RESP_BAD, complete = false;
-            if (!bad) {
+            bad = st == MCS_RESP_BAD;
+            if (!bad && !sub->meta) {
                 complete = deliver(e, sub, p, &item, &bad);
             }
             if (bad) {
-                backend_fail(e, b, MCS_FAILURE_PROTOCOL);
+                backend_fail(e, b, MCS_FAILURE_PROTOCOL, true);
                 return;
             }
             mcs_buf_consume(&b->in, item.len);
@@ -243,7 +251,7 @@ backend_read(struct mcs_engine *e, struct mcs_backend *b)
                     b->head->deadline_ms = e->now_ms + e->cfg->timeout_ms;
                 }
                 e->router.servers[b->server].stats.responses++;
-                note_health(e, b->server, mcs_router_succeeded(&e->router, b->server));
+                mcs_router_succeeded(&e->router, b->server);
                 mcs_request_sub_done(e, sub);
             }
         }
@@ -256,8 +264,10 @@ backend_read(struct mcs_engine *e, struct mcs_backend *b)
     }
 }
 
+/* Closes b and fails every request waiting on it. report: tell the router
+ * (false when the server is already known to be down). */
 static void
-backend_fail(struct mcs_engine *e, struct mcs_backend *b, enum mcs_failure why)
+backend_fail(struct mcs_engine *e, struct mcs_backend *b, enum mcs_failure why, bool report)
 {
     struct mcs_server *srv = &e->router.servers[b->server];
     if (b->fd >= 0) {
@@ -271,13 +281,18 @@ backend_fail(struct mcs_engine *e, struct mcs_backend *b, enum mcs_failure why)
     mcs_buf_free(&b->out);
     queued_drop(e, dropped);
     mcs_buf_free(&b->in);
-    if (why == MCS_FAILURE_TIMEOUT) {
+    if (!report) {
+        /* not the server's doing here: no counters */
+    } else if (why == MCS_FAILURE_TIMEOUT) {
         srv->stats.timeouts++;
     } else if (why == MCS_FAILURE_CONNECT) {
         srv->stats.connect_failures++;
     }
-    mcs_log(MCS_LOG_INFO, "connection to %s closed: %s", srv->label, mcs_failure_name(why));
-    note_health(e, b->server, mcs_router_failed(&e->router, b->server, why, e->now_ms));
+    mcs_log(MCS_LOG_INFO, "connection to %s closed: %s", srv->label,
+            report ? mcs_failure_name(why) : "the server is down");
+    if (report) {
+        mcs_avail_note(e, b->server, mcs_router_failed(&e->router, b->server, why, e->now_ms), why);
+    }
     /* Detach the FIFO first: failing a sub may queue new work on this backend. */
     struct mcs_sub *sub = b->head;
     b->head = b->tail = NULL;
@@ -309,7 +324,7 @@ mcs_backend_flush(struct mcs_engine *e, struct mcs_backend *b)
         } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             break;
         } else {
-            backend_fail(e, b, MCS_FAILURE_RESET);
+            backend_fail(e, b, MCS_FAILURE_RESET, true);
             return;
         }
     }
@@ -333,7 +348,7 @@ mcs_backend_event(struct mcs_engine *e, struct mcs_backend *b, uint32_t events)
         int err = 0;
         socklen_t len = sizeof(err);
         if (mcs_real.getsockopt(b->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
-            backend_fail(e, b, MCS_FAILURE_CONNECT);
+            backend_fail(e, b, MCS_FAILURE_CONNECT, true);
             return;
         }
         b->state = MCS_BACKEND_READY;
@@ -354,6 +369,21 @@ mcs_backend_event(struct mcs_engine *e, struct mcs_backend *b, uint32_t events)
     }
 }
 
+/* Server s was marked down: every request still waiting on one of its
+ * connections fails now (and moves to a copy), instead of each connection
+ * waiting out its own timeout. */
+void
+mcs_backend_abort_server(struct mcs_engine *e, uint32_t server)
+{
+    uint32_t conns = e->cfg->connections;
+    for (uint32_t i = 0; i < conns; i++) {
+        struct mcs_backend *b = &e->backends[(size_t)server * conns + i];
+        if (b->state != MCS_BACKEND_CLOSED) {
+            backend_fail(e, b, MCS_FAILURE_RESET, false);
+        }
+    }
+}
+
 void
 mcs_backend_check_timeouts(struct mcs_engine *e)
 {
@@ -361,9 +391,9 @@ mcs_backend_check_timeouts(struct mcs_engine *e)
     for (size_t i = 0; i < n; i++) {
         struct mcs_backend *b = &e->backends[i];
         if (b->state == MCS_BACKEND_CONNECTING && e->now_ms >= b->connect_deadline_ms) {
-            backend_fail(e, b, MCS_FAILURE_TIMEOUT);
+            backend_fail(e, b, MCS_FAILURE_TIMEOUT, true);
         } else if (b->state != MCS_BACKEND_CLOSED && b->head != NULL && e->now_ms >= b->head->deadline_ms) {
-            backend_fail(e, b, MCS_FAILURE_TIMEOUT);
+            backend_fail(e, b, MCS_FAILURE_TIMEOUT, true);
         }
     }
 }

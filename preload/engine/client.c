@@ -84,10 +84,10 @@ mcs_client_attach(struct mcs_engine *e, int fd)
 
 /* Frees a request; a finished retrieval is counted here, as its reply is
  * released in request order, so a later "stats" sees exactly what came before. */
-static void
-request_free(struct mcs_engine *e, struct mcs_request *r)
+void
+mcs_request_free(struct mcs_engine *e, struct mcs_request *r)
 {
-    if (r->done && mcs_cmd_route(r->cmd) == MCS_ROUTE_KEYS) {
+    if (r->kind == MCS_REQ_CLIENT && r->done && mcs_cmd_route(r->cmd) == MCS_ROUTE_KEYS) {
         e->stats.cmd_get += r->nkeys;
         e->stats.get_hits += r->hits;
         e->stats.get_misses += r->nkeys > r->hits ? r->nkeys - r->hits : 0;
@@ -98,9 +98,17 @@ request_free(struct mcs_engine *e, struct mcs_request *r)
     if (r->nsubs > 1) {
         free(r->subs);
     }
+    while (r->children != NULL) {
+        struct mcs_sub *c = r->children;
+        r->children = c->next_child;
+        mcs_buf_free(&c->resp);
+        free(c);
+    }
     mcs_buf_free(&r->out);
+    mcs_buf_free(&r->kept);
     free(r->keys);
     free(r->key_sub);
+    free(r->key_try);
     free(r);
 }
 
@@ -110,8 +118,10 @@ struct request_one {
     struct mcs_sub sub;
 };
 
-static struct mcs_request *
-request_new(struct mcs_engine *e, struct mcs_client *c, enum mcs_cmd cmd, uint32_t nsubs, bool noreply)
+/* A new request with nsubs subs; unless detached (noreply, or the engine's
+ * own), it joins the client's pipeline. */
+struct mcs_request *
+mcs_request_new(struct mcs_engine *e, struct mcs_client *c, enum mcs_cmd cmd, uint32_t nsubs, bool detached)
 {
     struct request_one *one = calloc(1, sizeof(*one));
     if (one == NULL) {
@@ -132,8 +142,8 @@ request_new(struct mcs_engine *e, struct mcs_client *c, enum mcs_cmd cmd, uint32
     for (uint32_t i = 0; i < nsubs; i++) {
         r->subs[i].req = r;
     }
-    if (!noreply) {
-        /* Join the pipeline; noreply requests stay detached. */
+    r->client_id = c != NULL ? c->id : 0;
+    if (!detached && c != NULL) {
         r->client = c;
         if (c->tail) {
             c->tail->next = r;
@@ -170,7 +180,7 @@ client_advance(struct mcs_engine *e, struct mcs_client *c)
             c->tail = NULL;
         }
         c->inflight--;
-        request_free(e, r);
+        mcs_request_free(e, r);
     }
     mark_dirty(e, c);
 }
@@ -186,7 +196,7 @@ client_local_reply(struct mcs_engine *e, struct mcs_client *c, const char *p, si
         mark_dirty(e, c);
         return;
     }
-    struct mcs_request *r = request_new(e, c, MCS_CMD_COUNT, 0, false);
+    struct mcs_request *r = mcs_request_new(e, c, MCS_CMD_COUNT, 0, false);
     if (r == NULL || mcs_buf_append(&r->out, p, n) != 0) {
         c->closing = true;
         return;
@@ -194,15 +204,17 @@ client_local_reply(struct mcs_engine *e, struct mcs_client *c, const char *p, si
     r->done = true;
 }
 
-/* Merges per-server VALUE items back into the order the keys were asked. */
+/* Merges per-server VALUE items back into the order the keys were asked. Each
+ * sub lists its keys in request order, so its items come in that order too;
+ * a key whose item is not at the head of its sub's items missed. */
 static void
-request_merge(struct mcs_request *r)
+request_merge(struct mcs_engine *e, struct mcs_request *r)
 {
     uint32_t pos = 0, off, len, i = 0;
     while (mcs_ascii_next_token(r->keys, &pos, r->keys_len, &off, &len) && i < r->nkeys) {
-        struct mcs_sub *s = &r->subs[r->key_sub[i++]];
-        size_t avail = mcs_buf_len(&s->resp);
-        if (s->failed || avail == 0) {
+        struct mcs_sub *s = r->key_sub[i++];
+        size_t avail = s != NULL ? mcs_buf_len(&s->resp) : 0;
+        if (avail == 0 || s->failed) {
             continue;
         }
         struct mcs_ascii_resp item;
@@ -213,24 +225,35 @@ request_merge(struct mcs_request *r)
         if (item.key_len == len && memcmp(p + item.key_off, r->keys + off, len) == 0) {
             mcs_buf_append(&r->out, p, item.len);
             mcs_buf_consume(&s->resp, item.len);
+            r->hits++;
+            if (e->failover) {
+                mcs_avail_merged(e, r, r->keys + off, len, s);
+            }
         }
     }
 }
 
-static void
-request_finish(struct mcs_engine *e, struct mcs_request *r)
+void
+mcs_request_finish(struct mcs_engine *e, struct mcs_request *r)
 {
+    if (r->kind != MCS_REQ_CLIENT) {
+        mcs_request_free(e, r);
+        return;
+    }
     if (mcs_cmd_route(r->cmd) == MCS_ROUTE_KEYS) {
-        if (r->nsubs > 1) {
-            request_merge(r);
+        if (r->merge) {
+            request_merge(e, r);
         }
         mcs_buf_append(&r->out, "END\r\n", 5);
+    } else if (mcs_cmd_route(r->cmd) == MCS_ROUTE_ALL && mcs_buf_len(&r->out) == 0) {
+        mcs_buf_append(&r->out, reply_all_down, sizeof(reply_all_down) - 1);   /* nobody answered */
+        e->stats.server_errors++;
     }
     r->done = true;
     if (r->client != NULL) {
         client_advance(e, r->client);
     } else {
-        request_free(e, r);
+        mcs_request_free(e, r);
     }
 }
 
@@ -258,6 +281,9 @@ void
 mcs_request_sub_done(struct mcs_engine *e, struct mcs_sub *sub)
 {
     struct mcs_request *r = sub->req;
+    if ((e->failover || r->kind != MCS_REQ_CLIENT) && mcs_avail_sub_done(e, sub)) {
+        return;
+    }
     if (sub->failed && mcs_cmd_route(r->cmd) == MCS_ROUTE_ANY) {
         if (request_try_next_server(e, sub)) {
             return;
@@ -285,7 +311,7 @@ mcs_request_sub_done(struct mcs_engine *e, struct mcs_sub *sub)
         }
     }
     if (--r->pending == 0) {
-        request_finish(e, r);
+        mcs_request_finish(e, r);
     }
 }
 
@@ -304,20 +330,48 @@ sub_send(struct mcs_engine *e, struct mcs_client *c, struct mcs_sub *sub, const 
     mcs_backend_send(e, sub, c->id, a, alen, b, blen);
 }
 
+/* Sends "<cmd> [<exptime>] <keys of sub>\r\n" to sub's server: the keys of a
+ * merged retrieval that key_sub assigns to sub, in request order. */
+void
+mcs_request_send_keys(struct mcs_engine *e, struct mcs_request *r, struct mcs_sub *sub)
+{
+    struct mcs_buf line = { 0 };
+    const char *name = mcs_cmd_name(r->cmd);
+    int rc = mcs_buf_append(&line, name, strlen(name));
+    if (r->args_len > 0) {
+        rc |= mcs_buf_append(&line, " ", 1) | mcs_buf_append(&line, r->args, r->args_len);
+    }
+    uint32_t pos = 0, off, len;
+    for (uint32_t i = 0; i < r->nkeys && mcs_ascii_next_token(r->keys, &pos, r->keys_len, &off, &len); i++) {
+        if (r->key_sub[i] == sub) {
+            rc |= mcs_buf_append(&line, " ", 1) | mcs_buf_append(&line, r->keys + off, len);
+        }
+    }
+    rc |= mcs_buf_append(&line, "\r\n", 2);
+    r->pending++;
+    if (rc != 0) {
+        sub->failed = true;
+        mcs_request_sub_done(e, sub);
+    } else {
+        mcs_backend_send(e, sub, r->client_id, mcs_buf_head(&line), mcs_buf_len(&line), NULL, 0);
+    }
+    mcs_buf_free(&line);
+}
+
 /* Pending counts start at one extra so no sub can finish the request while it
  * is still being sent; this drops that hold. */
 static void
 request_release(struct mcs_engine *e, struct mcs_request *r)
 {
     if (--r->pending == 0) {
-        request_finish(e, r);
+        mcs_request_finish(e, r);
     }
 }
 
 static void
 dispatch_key(struct mcs_engine *e, struct mcs_client *c, const char *buf, const struct mcs_ascii_req *q)
 {
-    struct mcs_request *r = request_new(e, c, q->cmd, 1, q->noreply);
+    struct mcs_request *r = mcs_request_new(e, c, q->cmd, 1, q->noreply);
     if (r == NULL) {
         c->closing = true;
         return;
@@ -351,7 +405,7 @@ dispatch_keys(struct mcs_engine *e, struct mcs_client *c, const char *buf, const
         one_server = one_server && key_server[i] == key_server[0];
     }
     if (one_server) {
-        struct mcs_request *r = request_new(e, c, q->cmd, 1, false);
+        struct mcs_request *r = mcs_request_new(e, c, q->cmd, 1, false);
         if (r == NULL) {
             if (key_server != small) {
                 free(key_server);
@@ -374,8 +428,9 @@ dispatch_keys(struct mcs_engine *e, struct mcs_client *c, const char *buf, const
     uint32_t nsrv = (uint32_t)e->router.nservers, nsubs = 0;
     uint32_t *sub_of_server = malloc(nsrv * sizeof(*sub_of_server));
     uint32_t *key_sub = malloc(n * sizeof(*key_sub));
+    struct mcs_sub **key_subp = malloc(n * sizeof(*key_subp));
     char *keys = malloc(q->keys_end - q->key_off + 1);
-    if (sub_of_server == NULL || key_sub == NULL || keys == NULL) {
+    if (sub_of_server == NULL || key_sub == NULL || key_subp == NULL || keys == NULL) {
         goto oom;
     }
     memset(sub_of_server, 0xff, nsrv * sizeof(*sub_of_server));
@@ -385,7 +440,7 @@ dispatch_keys(struct mcs_engine *e, struct mcs_client *c, const char *buf, const
         }
         key_sub[i] = sub_of_server[key_server[i]];
     }
-    struct mcs_request *r = request_new(e, c, q->cmd, nsubs, false);
+    struct mcs_request *r = mcs_request_new(e, c, q->cmd, nsubs, false);
     if (r == NULL) {
         goto oom;
     }
@@ -393,7 +448,12 @@ dispatch_keys(struct mcs_engine *e, struct mcs_client *c, const char *buf, const
     r->keys_len = q->keys_end - q->key_off;
     memcpy(keys, buf + q->key_off, r->keys_len);
     r->keys = keys;
-    r->key_sub = key_sub;
+    r->merge = true;
+    for (i = 0; i < n; i++) {
+        key_subp[i] = &r->subs[key_sub[i]];
+    }
+    r->key_sub = key_subp;
+    key_subp = NULL;
     r->pending = 1;
     for (uint32_t s = 0; s < nsrv; s++) {
         if (sub_of_server[s] != UINT32_MAX) {
@@ -421,6 +481,7 @@ dispatch_keys(struct mcs_engine *e, struct mcs_client *c, const char *buf, const
     }
     mcs_buf_free(&line);
     free(sub_of_server);
+    free(key_sub);
     if (key_server != small) {
         free(key_server);
     }
@@ -430,6 +491,7 @@ dispatch_keys(struct mcs_engine *e, struct mcs_client *c, const char *buf, const
 oom:
     free(sub_of_server);
     free(key_sub);
+    free(key_subp);
     free(keys);
     if (key_server != small) {
         free(key_server);
@@ -442,7 +504,7 @@ dispatch_broadcast(struct mcs_engine *e, struct mcs_client *c, const char *buf, 
 {
     bool all = mcs_cmd_route(q->cmd) == MCS_ROUTE_ALL;
     uint32_t nsubs = all ? (uint32_t)e->router.nservers : 1;
-    struct mcs_request *r = request_new(e, c, q->cmd, nsubs, q->noreply);
+    struct mcs_request *r = mcs_request_new(e, c, q->cmd, nsubs, q->noreply);
     if (r == NULL) {
         c->closing = true;
         return;
@@ -514,7 +576,7 @@ dispatch_stats(struct mcs_engine *e, struct mcs_client *c, const char *buf, cons
         mcs_buf_free(&out);
         return;
     }
-    struct mcs_request *r = request_new(e, c, MCS_CMD_STATS, 0, false);
+    struct mcs_request *r = mcs_request_new(e, c, MCS_CMD_STATS, 0, false);
     if (r == NULL || (q->args_len > 0 && (r->keys = malloc(q->args_len)) == NULL)) {
         c->closing = true;
         return;
@@ -533,10 +595,18 @@ dispatch(struct mcs_engine *e, struct mcs_client *c, const char *buf, const stru
     e->stats.cmd_touch += q->cmd == MCS_CMD_TOUCH;
     switch (mcs_cmd_route(q->cmd)) {
     case MCS_ROUTE_KEY:
-        dispatch_key(e, c, buf, q);
+        if (e->failover) {
+            mcs_avail_dispatch_key(e, c, buf, q);
+        } else {
+            dispatch_key(e, c, buf, q);
+        }
         break;
     case MCS_ROUTE_KEYS:
-        dispatch_keys(e, c, buf, q);
+        if (e->failover) {
+            mcs_avail_dispatch_keys(e, c, buf, q);
+        } else {
+            dispatch_keys(e, c, buf, q);
+        }
         break;
     case MCS_ROUTE_ANY:
     case MCS_ROUTE_ALL:
@@ -663,7 +733,7 @@ client_close(struct mcs_engine *e, struct mcs_client *c)
     while (r != NULL) {
         struct mcs_request *next = r->next;
         if (r->done || r->pending == 0) {
-            request_free(e, r);   /* finished, or a deferred local answer nobody will read */
+            mcs_request_free(e, r);   /* finished, or a deferred local answer nobody will read */
         } else {
             r->client = NULL;
             r->next = NULL;

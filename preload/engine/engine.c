@@ -143,6 +143,10 @@ engine_main(void *arg)
     for (;;) {
         e->now_ms = mcs_engine_clock_ms();
         uint64_t next = mcs_backend_next_deadline(e);
+        bool outstanding = next != UINT64_MAX;
+        if (e->tick_ms < next) {
+            next = e->tick_ms;
+        }
         int timeout = -1;
         if (next != UINT64_MAX) {
             timeout = next <= e->now_ms ? 0 : (int)(next - e->now_ms > 60000 ? 60000 : next - e->now_ms);
@@ -150,7 +154,7 @@ engine_main(void *arg)
         if (e->dirty_backends != NULL || e->dirty_clients != NULL) {
             timeout = 0;   /* the last walk stopped early: finish it before sleeping */
         }
-        int n = engine_wait(e, evs, timeout, next != UINT64_MAX);
+        int n = engine_wait(e, evs, timeout, outstanding);
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
@@ -174,6 +178,7 @@ engine_main(void *arg)
             }
         }
         mcs_backend_check_timeouts(e);
+        mcs_avail_tick(e);
         flush_dirty(e);
     }
     return NULL;
@@ -196,9 +201,11 @@ engine_create(const struct mcs_config *cfg)
     if (mcs_router_init(&e->router, cfg) != 0) {
         goto error;
     }
+    e->failover = e->router.copies || cfg->eject;
     size_t nb = cfg->nservers * cfg->connections;
     e->backends = calloc(nb, sizeof(*e->backends));
-    if (e->backends == NULL) {
+    e->rejoin_pending = calloc(cfg->nservers, sizeof(*e->rejoin_pending));
+    if (e->backends == NULL || e->rejoin_pending == NULL) {
         goto error;
     }
     for (size_t i = 0; i < nb; i++) {
@@ -226,6 +233,7 @@ error:
     mcs_engine_close_fd(e->epfd);
     mcs_engine_close_fd(e->evfd);
     free(e->backends);
+    free(e->rejoin_pending);
     mcs_router_free(&e->router);
     free(e);
     return NULL;

@@ -28,6 +28,7 @@
 #include "preload/core/ascii.h"
 #include "preload/core/buf.h"
 #include "preload/core/config.h"
+#include "preload/core/replica.h"
 #include "preload/core/router.h"
 #include "preload/core/stats.h"
 
@@ -39,30 +40,62 @@
 
 struct mcs_request;
 
+/* Who asked for a request, and so what its completion does. */
+enum mcs_req_kind {
+    MCS_REQ_CLIENT,             /* an application request */
+    MCS_REQ_COPY,               /* a write to a copy (replica.h); parent set when the write is sync */
+    MCS_REQ_PROBE,              /* `stats` to a down server: is it back, restarted or cut? */
+    MCS_REQ_IDENTIFY,           /* `stats` on first contact: which instance is it? */
+    MCS_REQ_REJOIN,             /* a delete or flush_all replayed on a server back from a cut */
+    MCS_REQ_FILL                /* warm-up: add of a value found on a copy */
+};
+
 struct mcs_sub {
     struct mcs_request *req;
     struct mcs_sub *next;       /* in the backend FIFO */
+    struct mcs_sub *next_child; /* failover/warm-up subs added after dispatch (owned by the request) */
     uint64_t deadline_ms;
     uint32_t server;
+    uint32_t key;               /* warm-up fetch: index of its key */
+    uint32_t fill_server;       /* warm-up fetch: the warming server to add a hit back to */
     bool     failed;
-    struct mcs_buf resp;        /* multi-server get: this server's VALUE items */
+    bool     meta;              /* the server answers in the meta protocol (warm-up fetch) */
+    bool     fetch;             /* warm-up fetch of one key from a copy */
+    struct mcs_buf resp;        /* merged get: this server's VALUE items */
 };
 
 struct mcs_request {
     struct mcs_request *next;   /* in the client pipeline */
     struct mcs_client *client;  /* NULL once detached */
+    struct mcs_request *parent; /* sync copy: the write that waits for it */
+    enum mcs_req_kind kind;
     enum mcs_cmd cmd;
+    uint64_t client_id;         /* backend connection choice (keeps one client's order per server) */
     uint32_t pending;           /* subs still owed a reply */
     uint32_t nsubs;
     uint32_t nkeys;
     uint32_t hits;
     bool     done;              /* reply complete in out */
     bool     all_error;         /* broadcast: out holds an error reply */
+    bool     merge;             /* get: items are collected per sub and merged in key order */
     struct mcs_buf out;         /* the reply for the application */
-    char    *keys;              /* multi-server get: copy of the key list */
+    char    *keys;              /* merged get: copy of the key list */
     uint32_t keys_len;
-    uint32_t *key_sub;          /* multi-server get: sub index per key */
+    struct mcs_sub **key_sub;   /* merged get: the sub that answers each key (NULL: a miss) */
+    uint8_t *key_try;           /* failover: per key, the index in its targets to try next */
     struct mcs_sub *subs;
+    struct mcs_sub *children;   /* subs added after dispatch, freed with the request */
+    /* failover mode, one key: the request as the application sent it, and where it may go */
+    struct mcs_buf kept;        /* request bytes (q's offsets are relative to it) */
+    struct mcs_ascii_req q;
+    char     args[24];          /* gat/gats: the exptime token */
+    uint8_t  args_len;
+    uint32_t targets[MCS_MAX_TARGETS];
+    uint8_t  ntargets;
+    uint8_t  tried;             /* index in targets of the server asked */
+    struct mcs_identity id;     /* probe/identify: what the server said */
+    uint64_t uptime;
+    uint64_t unix_time;
 };
 
 struct mcs_client {
@@ -118,8 +151,11 @@ struct mcs_engine {
     size_t   backend_queued;    /* bytes in all backends' out buffers */
     bool     backend_blocked;   /* clients paused because backend_queued hit the limit */
     uint64_t now_ms;
+    uint64_t tick_ms;           /* when the router next needs the engine (probes, warm-up end) */
     uint64_t start_ms;
     uint64_t next_client_id;
+    bool     failover;          /* keys have somewhere else to go (copies, or eject) */
+    uint32_t *rejoin_pending;   /* per server: rejoin requests in flight */
     uint32_t spin_score;        /* how often polling caught a reply, 0..1024 */
     uint32_t spin_skips;
     long     pid;
@@ -134,13 +170,35 @@ int mcs_engine_epoll(struct mcs_engine *e, int op, int fd, uint32_t events, uint
 void mcs_engine_close_fd(int fd);
 
 /* client.c */
+struct mcs_request *mcs_request_new(struct mcs_engine *e, struct mcs_client *c, enum mcs_cmd cmd, uint32_t nsubs,
+                                    bool detached);
+void mcs_request_free(struct mcs_engine *e, struct mcs_request *r);
+void mcs_request_finish(struct mcs_engine *e, struct mcs_request *r);
+void mcs_request_send_keys(struct mcs_engine *e, struct mcs_request *r, struct mcs_sub *sub);
 void mcs_client_attach(struct mcs_engine *e, int fd);
 void mcs_client_event(struct mcs_engine *e, struct mcs_client *c, uint32_t events);
 void mcs_client_flush(struct mcs_engine *e, struct mcs_client *c);
 void mcs_client_wake_paused(struct mcs_engine *e);
 void mcs_request_sub_done(struct mcs_engine *e, struct mcs_sub *sub);
 
+/* avail.c: failover, copies, probes, rejoin, warm-up */
+void mcs_avail_dispatch_key(struct mcs_engine *e, struct mcs_client *c, const char *buf,
+                            const struct mcs_ascii_req *q);
+void mcs_avail_dispatch_keys(struct mcs_engine *e, struct mcs_client *c, const char *buf,
+                             const struct mcs_ascii_req *q);
+bool mcs_avail_sub_done(struct mcs_engine *e, struct mcs_sub *sub);
+void mcs_avail_merged(struct mcs_engine *e, struct mcs_request *r, const char *key, uint32_t len,
+                      const struct mcs_sub *from);
+void mcs_avail_tick(struct mcs_engine *e);
+void mcs_avail_server_down(struct mcs_engine *e, uint32_t server);
+void mcs_avail_note(struct mcs_engine *e, uint32_t server, enum mcs_health before, enum mcs_failure why);
+void mcs_avail_connected(struct mcs_engine *e, struct mcs_backend *b);
+enum mcs_resp_status mcs_avail_meta_reply(struct mcs_engine *e, struct mcs_sub *sub, const char *p, size_t len,
+                                          size_t *used);
+void mcs_avail_stat(struct mcs_request *r, const char *line, size_t len);
+
 /* backend.c */
+void mcs_backend_abort_server(struct mcs_engine *e, uint32_t server);
 void mcs_backend_send(struct mcs_engine *e, struct mcs_sub *sub, uint64_t client_id, const char *a, size_t alen,
                       const char *b, size_t blen);
 void mcs_backend_event(struct mcs_engine *e, struct mcs_backend *b, uint32_t events);

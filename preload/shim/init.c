@@ -96,7 +96,8 @@ shim_init(void)
         goto out;
     }
     for (size_t i = 0; i < config.nservers; i++) {
-        if (resolve(&config.servers[i], 1, mcs_config_var_name(MCS_VAR_SERVERS), err, sizeof(err)) != 0) {
+        enum mcs_config_var var = i < config.nprimaries ? MCS_VAR_SERVERS : MCS_VAR_BACKUP;
+        if (resolve(&config.servers[i], 1, mcs_config_var_name(var), err, sizeof(err)) != 0) {
             mcs_log_raw(err);
             mcs_config_free(&config);
             goto out;

@@ -165,6 +165,13 @@ test_var_table(void **state)
         { MCS_VAR_CONNECTIONS, "MCSHIM_CONNECTIONS", "2" },
         { MCS_VAR_ITEM_MAX, "MCSHIM_ITEM_MAX", "1048576" },
         { MCS_VAR_SPIN_US, "MCSHIM_SPIN_US", "50" },
+        { MCS_VAR_BACKUP, "MCSHIM_BACKUP", "" },
+        { MCS_VAR_REPLICAS, "MCSHIM_REPLICAS", "1" },
+        { MCS_VAR_WRITE, "MCSHIM_WRITE", "async" },
+        { MCS_VAR_WARMUP_S, "MCSHIM_WARMUP_S", "300" },
+        { MCS_VAR_EJECT, "MCSHIM_EJECT", "0" },
+        { MCS_VAR_REJOIN, "MCSHIM_REJOIN", "replay" },
+        { MCS_VAR_REJOIN_LOG, "MCSHIM_REJOIN_LOG", "10000" },
         { MCS_VAR_LOG_LEVEL, "MCSHIM_LOG_LEVEL", "notice" },
     };
     assert_int_equal(NELEM(want), MCS_VAR_COUNT);
@@ -229,6 +236,8 @@ test_numbers(void **state)
         { "MCSHIM_CONNECTIONS", 1, 64, offsetof(struct mcs_config, connections) },
         { "MCSHIM_ITEM_MAX", 1024, 134217728, offsetof(struct mcs_config, item_max) },
         { "MCSHIM_SPIN_US", 0, 1000, offsetof(struct mcs_config, spin_us) },
+        { "MCSHIM_WARMUP_S", 0, 86400, offsetof(struct mcs_config, warmup_s) },
+        { "MCSHIM_REJOIN_LOG", 1, 10000000, offsetof(struct mcs_config, rejoin_log) },
     };
     static const char *const junk[] = { "", "abc", "-1", "1.5", " 5", "5 ", "5ms", "0x10", "+5",
                                         "99999999999999999999", "18446744073709551616" };
@@ -260,6 +269,56 @@ test_numbers(void **state)
     expect_var_ok(&c, "MCSHIM_TIMEOUT_MS", "0050");
     assert_int_equal(c.timeout_ms, 50);
     mcs_config_free(&c);
+}
+
+/* Availability: backup pool after the primaries, replicas bounded by the pool, word choices. */
+static void
+test_availability(void **state)
+{
+    (void)state;
+    struct mcs_config c;
+    char err[512];
+    const char *pairs[] = { "MCSHIM_SERVERS", "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3", "MCSHIM_BACKUP",
+                            "127.0.0.1:4:2,127.0.0.1:5", "MCSHIM_REPLICAS", "3", "MCSHIM_WRITE", "sync",
+                            "MCSHIM_EJECT", "1", "MCSHIM_REJOIN", "flush", NULL };
+    assert_int_equal(parse_env(&c, err, sizeof(err), pairs), MCS_CONFIG_OK);
+    assert_int_equal(c.nprimaries, 3);
+    assert_int_equal(c.nbackups, 2);
+    assert_int_equal(c.nservers, 5);
+    assert_int_equal(c.servers[3].port, 4);
+    assert_int_equal(c.servers[3].weight, 2);
+    assert_int_equal(c.servers[4].port, 5);
+    assert_int_equal(c.replicas, 3);
+    assert_int_equal(c.write, MCS_WRITE_SYNC);
+    assert_true(c.eject);
+    assert_int_equal(c.rejoin, MCS_REJOIN_FLUSH);
+    mcs_config_free(&c);
+
+    expect_var_ok(&c, "MCSHIM_BACKUP", "");
+    assert_int_equal(c.nbackups, 0);
+    assert_int_equal(c.nservers, 1);
+    assert_int_equal(c.replicas, 1);
+    assert_int_equal(c.write, MCS_WRITE_ASYNC);
+    assert_false(c.eject);
+    assert_int_equal(c.rejoin, MCS_REJOIN_REPLAY);
+    mcs_config_free(&c);
+
+    /* more replicas than primaries */
+    const char *too_many[] = { "MCSHIM_SERVERS", "127.0.0.1:1,127.0.0.1:2", "MCSHIM_REPLICAS", "3", NULL };
+    assert_int_equal(parse_env(&c, err, sizeof(err), too_many), MCS_CONFIG_ERROR);
+    assert_non_null(strstr(err, "MCSHIM_REPLICAS='3'"));
+    static const char *const bad[][2] = {
+        { "MCSHIM_REPLICAS", "0" }, { "MCSHIM_REPLICAS", "2" }, { "MCSHIM_WRITE", "SYNC" },
+        { "MCSHIM_WRITE", "" }, { "MCSHIM_EJECT", "yes" }, { "MCSHIM_EJECT", "2" },
+        { "MCSHIM_REJOIN", "none" }, { "MCSHIM_BACKUP", "127.0.0.1" }, { "MCSHIM_BACKUP", "127.0.0.1:1," },
+    };
+    for (size_t i = 0; i < NELEM(bad); i++) {
+        expect_var_error(bad[i][0], bad[i][1]);
+    }
+    /* the error lists the choices */
+    const char *w[] = { "MCSHIM_SERVERS", "127.0.0.1:1", "MCSHIM_WRITE", "fast", NULL };
+    assert_int_equal(parse_env(&c, err, sizeof(err), w), MCS_CONFIG_ERROR);
+    assert_non_null(strstr(err, "expected async or sync"));
 }
 
 static void
@@ -588,6 +647,7 @@ main(void)
         cmocka_unit_test(test_server_errors),
         cmocka_unit_test(test_server_count_limit),
         cmocka_unit_test(test_intercept),
+        cmocka_unit_test(test_availability),
         cmocka_unit_test(test_error_line_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

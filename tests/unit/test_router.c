@@ -4,7 +4,8 @@
  *
  * Routers are built from hand-made configurations (endpoint fields set
  * directly; nothing is resolved) and driven with a fake clock: plain numbers
- * passed as now_ms.
+ * passed as now_ms. Covers the states up/down/rejoining/warming, restart vs
+ * cut on a probe's answer, and the copies of a key (replicas, backup, eject).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -341,147 +342,313 @@ test_health_up_to_down(void **state)
     struct fixture *f = fixture_new(state, 3, 3, 1000);
     struct mcs_router *r = &f->r;
     assert_true(mcs_router_usable(r, 1, 0));
-    assert_int_equal(mcs_router_next_retry(r), UINT64_MAX);
-    /* below the limit: still up */
+    assert_int_equal(mcs_router_next_event(r), UINT64_MAX);
+    /* refused/reset below the limit: still up */
     assert_int_equal(mcs_router_failed(r, 1, MCS_FAILURE_CONNECT, 100), MCS_HEALTH_COUNT);
-    assert_int_equal(mcs_router_failed(r, 1, MCS_FAILURE_TIMEOUT, 200), MCS_HEALTH_COUNT);
+    assert_int_equal(mcs_router_failed(r, 1, MCS_FAILURE_RESET, 200), MCS_HEALTH_COUNT);
     assert_int_equal(r->servers[1].health, MCS_HEALTH_UP);
     assert_int_equal(r->servers[1].failures, 2);
     assert_true(mcs_router_usable(r, 1, 200));
-    assert_int_equal(mcs_router_next_retry(r), UINT64_MAX);
     /* reaching the limit: down; the previous health is returned */
     assert_int_equal(mcs_router_failed(r, 1, MCS_FAILURE_RESET, 300), MCS_HEALTH_UP);
     assert_int_equal(r->servers[1].health, MCS_HEALTH_DOWN);
     assert_int_equal(r->servers[1].retry_at_ms, 1300);
     assert_int_equal(r->servers[1].down_since_ms, 300);
     assert_int_equal(r->servers[1].stats.downs, 1);
-    assert_int_equal(mcs_router_next_retry(r), 1300);
-    /* skipped until retry_at */
+    assert_int_equal(mcs_router_next_event(r), 1300);
+    /* no traffic while down, however late it is: only probes bring it back */
     assert_false(mcs_router_usable(r, 1, 300));
-    assert_false(mcs_router_usable(r, 1, 1299));
-    assert_int_equal(r->servers[1].health, MCS_HEALTH_DOWN);
+    assert_false(mcs_router_usable(r, 1, 1000000));
+    assert_false(mcs_router_probe_due(r, 1, 1299));
+    assert_true(mcs_router_probe_due(r, 1, 1300));
     /* the other servers are untouched */
     assert_true(mcs_router_usable(r, 0, 500));
-    assert_true(mcs_router_usable(r, 2, 500));
-    assert_int_equal(r->servers[0].health, MCS_HEALTH_UP);
-    /* then one attempt is let through: retrying */
-    assert_true(mcs_router_usable(r, 1, 1300));
-    assert_int_equal(r->servers[1].health, MCS_HEALTH_RETRYING);
-    assert_true(mcs_router_usable(r, 1, 1301));
-    assert_int_equal(mcs_router_next_retry(r), UINT64_MAX);
-    /* success: up, failures forgotten */
-    assert_int_equal(mcs_router_succeeded(r, 1), MCS_HEALTH_RETRYING);
-    assert_int_equal(r->servers[1].health, MCS_HEALTH_UP);
-    assert_int_equal(r->servers[1].failures, 0);
-    assert_int_equal(mcs_router_succeeded(r, 1), MCS_HEALTH_COUNT);
+    assert_false(mcs_router_probe_due(r, 0, 5000));
+    /* late failures of requests sent before it went down change nothing */
+    assert_int_equal(mcs_router_failed(r, 1, MCS_FAILURE_RESET, 400), MCS_HEALTH_COUNT);
+    assert_int_equal(r->servers[1].retry_at_ms, 1300);
+    /* successes reset the count only while in use */
+    mcs_router_succeeded(r, 0);
+    assert_int_equal(r->servers[0].failures, 0);
 }
 
-/* A server whose retry comes late (now far past retry_at) is usable at once. */
+/* One timeout is enough: a silent server costs one deadline, not failure_limit of them. */
 static void
-test_health_late_check(void **state)
+test_health_timeout_downs_at_once(void **state)
 {
-    struct fixture *f = fixture_new(state, 2, 1, 500);
+    struct fixture *f = fixture_new(state, 2, 5, 500);
     struct mcs_router *r = &f->r;
-    assert_int_equal(mcs_router_failed(r, 0, MCS_FAILURE_CONNECT, 10), MCS_HEALTH_UP);
-    assert_int_equal(r->servers[0].retry_at_ms, 510);
-    assert_true(mcs_router_usable(r, 0, 1000000));
-    assert_int_equal(r->servers[0].health, MCS_HEALTH_RETRYING);
-}
-
-static void
-test_health_retry_fails_again(void **state)
-{
-    struct fixture *f = fixture_new(state, 2, 2, 1000);
-    struct mcs_router *r = &f->r;
-    mcs_router_failed(r, 0, MCS_FAILURE_CONNECT, 0);
-    assert_int_equal(mcs_router_failed(r, 0, MCS_FAILURE_CONNECT, 50), MCS_HEALTH_UP);
-    assert_true(mcs_router_usable(r, 0, 1050));
-    assert_int_equal(r->servers[0].health, MCS_HEALTH_RETRYING);
-    /* one failure while retrying is enough: down again for another retry_ms */
-    mcs_router_failed(r, 0, MCS_FAILURE_TIMEOUT, 2050);
+    assert_int_equal(mcs_router_failed(r, 0, MCS_FAILURE_TIMEOUT, 10), MCS_HEALTH_UP);
     assert_int_equal(r->servers[0].health, MCS_HEALTH_DOWN);
-    assert_int_equal(r->servers[0].retry_at_ms, 3050);
-    assert_int_equal(r->servers[0].down_since_ms, 50);   /* down since the first time */
-    assert_int_equal(mcs_router_next_retry(r), 3050);
-    assert_false(mcs_router_usable(r, 0, 3049));
-    assert_true(mcs_router_usable(r, 0, 3050));
-    assert_int_equal(mcs_router_succeeded(r, 0), MCS_HEALTH_RETRYING);
-    assert_int_equal(r->servers[0].health, MCS_HEALTH_UP);
-    /* up again: it takes failure_limit failures once more */
-    assert_int_equal(mcs_router_failed(r, 0, MCS_FAILURE_CONNECT, 4000), MCS_HEALTH_COUNT);
-    assert_int_equal(r->servers[0].health, MCS_HEALTH_UP);
-    assert_int_equal(mcs_router_failed(r, 0, MCS_FAILURE_CONNECT, 4001), MCS_HEALTH_UP);
-    assert_int_equal(r->servers[0].stats.downs, 2);
+    assert_int_equal(r->servers[0].retry_at_ms, 510);
 }
 
-/* router.h: "Return the previous health if it changed". Retrying -> down is a
- * change, so the caller can log it. */
+/* A probe: while in flight no other is due; a failed one waits another retry_ms. */
 static void
-test_health_retry_failure_reports_change(void **state)
+test_health_probe_cycle(void **state)
 {
-    struct fixture *f = fixture_new(state, 1, 1, 1000);
+    struct fixture *f = fixture_new(state, 2, 1, 1000);
     struct mcs_router *r = &f->r;
     assert_int_equal(mcs_router_failed(r, 0, MCS_FAILURE_CONNECT, 0), MCS_HEALTH_UP);
-    assert_true(mcs_router_usable(r, 0, 1000));
-    assert_int_equal(mcs_router_failed(r, 0, MCS_FAILURE_CONNECT, 1001), MCS_HEALTH_RETRYING);
-    assert_int_equal(r->servers[0].health, MCS_HEALTH_DOWN);
+    assert_true(mcs_router_probe_due(r, 0, 1000));
+    mcs_router_probe_start(r, 0);
+    assert_int_equal(r->servers[0].stats.probes, 1);
+    assert_false(mcs_router_probe_due(r, 0, 1000));
+    assert_int_equal(mcs_router_next_event(r), UINT64_MAX);   /* nothing to do until it answers */
+    /* the probe fails: down -> down (no change to log), next probe later */
+    assert_int_equal(mcs_router_failed(r, 0, MCS_FAILURE_TIMEOUT, 1500), MCS_HEALTH_COUNT);
+    assert_false(r->servers[0].probing);
+    assert_int_equal(r->servers[0].retry_at_ms, 2500);
+    assert_int_equal(mcs_router_next_event(r), 2500);
+    assert_int_equal(r->servers[0].stats.downs, 1);
 }
 
-/* Replies to requests sent before the server went down may still fail (or
- * succeed) while it is down: a failure does not push the retry out. */
-static void
-test_health_events_while_down(void **state)
+static const struct mcs_identity id_a = { .pid = 100, .started = 1000000, .known = true };
+static const struct mcs_identity id_a_later = { .pid = 100, .started = 1000002, .known = true };
+static const struct mcs_identity id_b = { .pid = 100, .started = 1000900, .known = true };   /* same pid, new start */
+static const struct mcs_identity id_c = { .pid = 200, .started = 1000000, .known = true };
+
+/* A fixture with a backup pool (keys have copies): servers 0..n-1 primaries, then nb backups. */
+static struct fixture *
+fixture_copies(void **state, size_t n, size_t nb, uint32_t replicas)
 {
-    struct fixture *f = fixture_new(state, 2, 2, 1000);
+    struct fixture *f = calloc(1, sizeof(*f));
+    assert_non_null(f);
+    *state = f;
+    make_config(&f->cfg, n + nb, MCS_DIST_KETAMA, 1, 1000);
+    f->cfg.nprimaries = n;
+    f->cfg.nbackups = nb;
+    f->cfg.replicas = replicas;
+    f->cfg.warmup_s = 60;
+    f->cfg.rejoin_log = 3;
+    assert_int_equal(mcs_router_init(&f->r, &f->cfg), 0);
+    return f;
+}
+
+static void
+down_and_probe(struct mcs_router *r, uint32_t s, uint64_t now)
+{
+    assert_int_not_equal(mcs_router_failed(r, s, MCS_FAILURE_TIMEOUT, now), MCS_HEALTH_COUNT);
+    assert_true(mcs_router_probe_due(r, s, now + 1000));
+    mcs_router_probe_start(r, s);
+}
+
+/* Restart (new pid or start time): nothing to replay, warming for warmup_s. */
+static void
+test_rejoin_restart_warms(void **state)
+{
+    struct fixture *f = fixture_copies(state, 3, 1, 1);
     struct mcs_router *r = &f->r;
-    mcs_router_failed(r, 1, MCS_FAILURE_TIMEOUT, 0);
-    mcs_router_failed(r, 1, MCS_FAILURE_TIMEOUT, 10);
-    assert_int_equal(r->servers[1].health, MCS_HEALTH_DOWN);
-    assert_int_equal(mcs_router_failed(r, 1, MCS_FAILURE_RESET, 500), MCS_HEALTH_COUNT);
-    assert_int_equal(r->servers[1].health, MCS_HEALTH_DOWN);
-    assert_int_equal(r->servers[1].retry_at_ms, 1010);
-    assert_int_equal(r->servers[1].stats.downs, 1);
-    /* a late success brings it back up at once */
-    assert_int_equal(mcs_router_succeeded(r, 1), MCS_HEALTH_DOWN);
+    mcs_router_identify(r, 1, &id_a);
+    down_and_probe(r, 1, 0);
+    mcs_router_missed(r, 1, "k1", 2);
+    assert_int_equal(r->servers[1].stats.invalidations_logged, 1);
+    assert_int_equal(mcs_router_probe_ok(r, 1, &id_b, 1000), MCS_REJOIN_NOTHING);
+    assert_int_equal(r->servers[1].health, MCS_HEALTH_WARMING);
+    assert_int_equal(r->servers[1].stats.restarts, 1);
+    assert_int_equal(r->servers[1].stats.rejoins, 0);
+    assert_int_equal(mcs_keylog_count(&r->servers[1].missed), 0);
+    assert_true(mcs_router_usable(r, 1, 1000));
+    assert_true(mcs_router_warming(r, 1, 60999));
+    assert_int_equal(mcs_router_next_event(r), 61000);
+    assert_false(mcs_router_warming(r, 1, 61000));   /* the window is over */
     assert_int_equal(r->servers[1].health, MCS_HEALTH_UP);
-    assert_true(mcs_router_usable(r, 1, 600));
-    assert_int_equal(mcs_router_next_retry(r), UINT64_MAX);
+    /* a different pid is a restart too */
+    down_and_probe(r, 1, 70000);
+    assert_int_equal(mcs_router_probe_ok(r, 1, &id_c, 71000), MCS_REJOIN_NOTHING);
+    assert_int_equal(r->servers[1].stats.restarts, 2);
 }
 
-/* A success between failures resets the count: only consecutive ones count. */
+/* A cut (same instance): the missed keys are replayed before it serves; then warming. */
 static void
-test_health_consecutive_only(void **state)
+test_rejoin_cut_replays(void **state)
 {
-    struct fixture *f = fixture_new(state, 1, 3, 1000);
+    struct fixture *f = fixture_copies(state, 3, 1, 1);
     struct mcs_router *r = &f->r;
-    for (int round = 0; round < 5; round++) {
-        assert_int_equal(mcs_router_failed(r, 0, MCS_FAILURE_CONNECT, 100), MCS_HEALTH_COUNT);
-        assert_int_equal(mcs_router_failed(r, 0, MCS_FAILURE_CONNECT, 100), MCS_HEALTH_COUNT);
-        assert_int_equal(mcs_router_succeeded(r, 0), MCS_HEALTH_COUNT);
-        assert_int_equal(r->servers[0].health, MCS_HEALTH_UP);
+    mcs_router_identify(r, 2, &id_a);
+    down_and_probe(r, 2, 0);
+    mcs_router_missed(r, 2, "k1", 2);
+    mcs_router_missed(r, 2, "k2", 2);
+    mcs_router_missed(r, 2, "k1", 2);   /* once */
+    assert_int_equal(mcs_router_probe_ok(r, 2, &id_a_later, 1000), MCS_REJOIN_DELETES);
+    assert_int_equal(r->servers[2].health, MCS_HEALTH_REJOINING);
+    assert_int_equal(r->servers[2].stats.rejoins, 1);
+    assert_false(mcs_router_usable(r, 2, 1000));
+    assert_false(mcs_router_probe_due(r, 2, 100000));
+    assert_int_equal(mcs_keylog_count(&r->servers[2].missed), 2);
+    mcs_router_rejoined(r, 2, 2000);
+    assert_int_equal(r->servers[2].health, MCS_HEALTH_WARMING);
+    assert_int_equal(mcs_keylog_count(&r->servers[2].missed), 0);
+    /* a cut with nothing missed: straight back */
+    down_and_probe(r, 2, 100000);
+    assert_int_equal(mcs_router_probe_ok(r, 2, &id_a, 101000), MCS_REJOIN_NOTHING);
+    assert_int_equal(r->servers[2].health, MCS_HEALTH_WARMING);
+    assert_int_equal(r->servers[2].stats.rejoins, 2);
+    /* unknown identity (never seen before it went down) counts as a cut */
+    struct mcs_identity unknown = { 0 };
+    r->servers[0].identity = unknown;
+    down_and_probe(r, 0, 200000);
+    mcs_router_missed(r, 0, "x", 1);
+    assert_int_equal(mcs_router_probe_ok(r, 0, &id_c, 201000), MCS_REJOIN_DELETES);
+}
+
+/* Too many missed keys, a missed flush_all, or the flush policy: flush on rejoin. */
+static void
+test_rejoin_flush(void **state)
+{
+    struct fixture *f = fixture_copies(state, 3, 1, 1);
+    struct mcs_router *r = &f->r;
+    mcs_router_identify(r, 0, &id_a);
+    down_and_probe(r, 0, 0);
+    for (int i = 0; i < 4; i++) {
+        char k[8];
+        snprintf(k, sizeof(k), "k%d", i);
+        mcs_router_missed(r, 0, k, strlen(k));   /* rejoin_log = 3 */
     }
-    assert_int_equal(r->servers[0].stats.downs, 0);
+    assert_true(mcs_keylog_overflowed(&r->servers[0].missed));
+    assert_int_equal(mcs_router_probe_ok(r, 0, &id_a, 1000), MCS_REJOIN_FLUSH_ALL);
+    mcs_router_rejoined(r, 0, 1000);
+    assert_false(mcs_keylog_overflowed(&r->servers[0].missed));
+
+    down_and_probe(r, 0, 10000);
+    mcs_router_missed_flush(r, 0);
+    assert_int_equal(mcs_router_probe_ok(r, 0, &id_a, 11000), MCS_REJOIN_FLUSH_ALL);
+    mcs_router_rejoined(r, 0, 11000);
+    assert_false(r->servers[0].missed_flush);
+
+    f->cfg.rejoin = MCS_REJOIN_FLUSH;
+    down_and_probe(r, 0, 20000);
+    assert_int_equal(mcs_router_probe_ok(r, 0, &id_a, 21000), MCS_REJOIN_FLUSH_ALL);
+    /* a failure while rejoining: down again, reported as a change */
+    assert_int_equal(mcs_router_failed(r, 0, MCS_FAILURE_RESET, 21500), MCS_HEALTH_REJOINING);
+    assert_int_equal(r->servers[0].health, MCS_HEALTH_DOWN);
+    assert_int_equal(r->servers[0].retry_at_ms, 22500);
+}
+
+/* Without copies there is nothing to warm from: back means up. */
+static void
+test_rejoin_no_copies_up(void **state)
+{
+    struct fixture *f = fixture_new(state, 3, 1, 1000);
+    struct mcs_router *r = &f->r;
+    f->cfg.warmup_s = 60;
+    assert_false(r->copies);
+    mcs_router_identify(r, 1, &id_a);
+    down_and_probe(r, 1, 0);
+    assert_int_equal(mcs_router_probe_ok(r, 1, &id_b, 1000), MCS_REJOIN_NOTHING);
+    assert_int_equal(r->servers[1].health, MCS_HEALTH_UP);
+}
+
+/* Reference: the next distinct servers clockwise on the ketama points. */
+static void
+ref_targets(const struct mcs_router *r, const char *key, uint32_t replicas, uint32_t *out, uint32_t *n)
+{
+    uint32_t h = mcs_hash(MCS_HASH_MD5, key, strlen(key));
+    size_t i = 0;
+    while (i < r->npoints && r->points[i].value < h) {
+        i++;
+    }
+    *n = 0;
+    for (size_t k = 0; k < r->npoints && *n < replicas; k++) {
+        uint32_t s = r->points[(i + k) % r->npoints].server;
+        bool seen = false;
+        for (uint32_t j = 0; j < *n; j++) {
+            seen = seen || out[j] == s;
+        }
+        if (!seen) {
+            out[(*n)++] = s;
+        }
+    }
 }
 
 static void
-test_next_retry_earliest(void **state)
+test_targets_replicas_and_backup(void **state)
+{
+    struct fixture *f = fixture_copies(state, 5, 2, 3);
+    struct mcs_router *r = &f->r;
+    assert_true(r->copies);
+    assert_int_equal(r->nprimaries, 5);
+    assert_true(r->servers[5].backup && r->servers[6].backup && !r->servers[4].backup);
+    unsigned backup_hits[2] = { 0, 0 };
+    for (unsigned i = 0; i < 2000; i++) {
+        char key[32];
+        key_of(i, key, sizeof(key));
+        uint32_t t[MCS_MAX_TARGETS], want[MCS_MAX_TARGETS], nwant;
+        uint32_t n = mcs_router_targets(r, key, strlen(key), t);
+        assert_int_equal(n, 4);
+        ref_targets(r, key, 3, want, &nwant);
+        assert_int_equal(nwant, 3);
+        assert_memory_equal(t, want, 3 * sizeof(uint32_t));
+        assert_int_equal(t[0], mcs_router_server_for_key(r, key, strlen(key)));
+        assert_in_range(t[3], 5, 6);
+        backup_hits[t[3] - 5]++;
+        /* the primary ring is the 5 primaries alone: same as a router without the backups */
+        assert_in_range(t[0], 0, 4);
+    }
+    assert_true(backup_hits[0] > 600 && backup_hits[1] > 600);
+}
+
+/* Primaries' placement does not depend on the backup pool. */
+static void
+test_targets_primary_unchanged_by_backup(void **state)
+{
+    struct fixture *f = fixture_copies(state, 4, 2, 1);
+    struct mcs_config plain;
+    struct mcs_router rp;
+    make_config(&plain, 4, MCS_DIST_KETAMA, 1, 1000);
+    assert_int_equal(mcs_router_init(&rp, &plain), 0);
+    for (unsigned i = 0; i < 1000; i++) {
+        char key[32];
+        key_of(i, key, sizeof(key));
+        uint32_t t[MCS_MAX_TARGETS];
+        assert_int_equal(mcs_router_targets(&f->r, key, strlen(key), t), 2);
+        assert_int_equal(t[0], mcs_router_server_for_key(&rp, key, strlen(key)));
+    }
+    mcs_router_free(&rp);
+    mcs_config_free(&plain);
+}
+
+/* Eject (no copies): a down primary's keys go to their owner among the live primaries. */
+static void
+test_targets_eject(void **state)
 {
     struct fixture *f = fixture_new(state, 4, 1, 1000);
     struct mcs_router *r = &f->r;
-    assert_int_equal(mcs_router_next_retry(r), UINT64_MAX);
-    mcs_router_failed(r, 2, MCS_FAILURE_CONNECT, 500);    /* retry at 1500 */
-    mcs_router_failed(r, 0, MCS_FAILURE_CONNECT, 200);    /* retry at 1200 */
-    mcs_router_failed(r, 3, MCS_FAILURE_CONNECT, 900);    /* retry at 1900 */
-    assert_int_equal(mcs_router_next_retry(r), 1200);
-    assert_true(mcs_router_usable(r, 0, 1200));           /* 0 retrying: no longer waited for */
-    assert_int_equal(mcs_router_next_retry(r), 1500);
-    mcs_router_succeeded(r, 2);
-    assert_int_equal(mcs_router_next_retry(r), 1900);
-    assert_false(mcs_router_usable(r, 3, 1899));
-    assert_true(mcs_router_usable(r, 3, 1900));
-    assert_int_equal(mcs_router_next_retry(r), UINT64_MAX);
-    mcs_router_failed(r, 0, MCS_FAILURE_PROTOCOL, 2000);  /* retrying -> down, retry at 3000 */
-    assert_int_equal(mcs_router_next_retry(r), 3000);
+    f->cfg.eject = true;
+    struct mcs_config live_cfg;
+    struct mcs_router live;
+    make_config(&live_cfg, 3, MCS_DIST_KETAMA, 1, 1000);
+    /* the same servers without number 2 */
+    memcpy(&live_cfg.servers[2], &f->cfg.servers[3], sizeof(live_cfg.servers[2]));
+    assert_int_equal(mcs_router_init(&live, &live_cfg), 0);
+    mcs_router_failed(r, 2, MCS_FAILURE_TIMEOUT, 0);
+    unsigned moved = 0;
+    for (unsigned i = 0; i < 1000; i++) {
+        char key[32];
+        key_of(i, key, sizeof(key));
+        uint32_t t[MCS_MAX_TARGETS];
+        uint32_t n = mcs_router_targets(r, key, strlen(key), t);
+        if (t[0] != 2) {
+            assert_int_equal(n, 1);
+            continue;
+        }
+        moved++;
+        assert_int_equal(n, 2);
+        uint32_t l = mcs_router_server_for_key(&live, key, strlen(key));
+        assert_int_equal(t[1], l < 2 ? l : 3);
+    }
+    assert_true(moved > 100);
+    /* back: the ring is whole again */
+    mcs_router_probe_start(r, 2);
+    mcs_router_probe_ok(r, 2, &id_a, 5000);
+    for (unsigned i = 0; i < 1000; i++) {
+        char key[32];
+        key_of(i, key, sizeof(key));
+        uint32_t t[MCS_MAX_TARGETS];
+        assert_int_equal(mcs_router_targets(r, key, strlen(key), t), 1);
+    }
+    mcs_router_free(&live);
+    mcs_config_free(&live_cfg);
 }
 
 static void
@@ -490,7 +657,8 @@ test_names(void **state)
     (void)state;
     assert_string_equal(mcs_health_name(MCS_HEALTH_UP), "up");
     assert_string_equal(mcs_health_name(MCS_HEALTH_DOWN), "down");
-    assert_string_equal(mcs_health_name(MCS_HEALTH_RETRYING), "retrying");
+    assert_string_equal(mcs_health_name(MCS_HEALTH_REJOINING), "rejoining");
+    assert_string_equal(mcs_health_name(MCS_HEALTH_WARMING), "warming");
     assert_string_equal(mcs_health_name(MCS_HEALTH_COUNT), "?");
     assert_string_equal(mcs_failure_name(MCS_FAILURE_CONNECT), "connect failed");
     assert_string_equal(mcs_failure_name(MCS_FAILURE_RESET), "connection reset or closed");
@@ -513,12 +681,15 @@ main(void)
         cmocka_unit_test(test_labels),
         cmocka_unit_test(test_many_servers),
         cmocka_unit_test_teardown(test_health_up_to_down, fixture_teardown),
-        cmocka_unit_test_teardown(test_health_late_check, fixture_teardown),
-        cmocka_unit_test_teardown(test_health_retry_fails_again, fixture_teardown),
-        cmocka_unit_test_teardown(test_health_retry_failure_reports_change, fixture_teardown),
-        cmocka_unit_test_teardown(test_health_events_while_down, fixture_teardown),
-        cmocka_unit_test_teardown(test_health_consecutive_only, fixture_teardown),
-        cmocka_unit_test_teardown(test_next_retry_earliest, fixture_teardown),
+        cmocka_unit_test_teardown(test_health_timeout_downs_at_once, fixture_teardown),
+        cmocka_unit_test_teardown(test_health_probe_cycle, fixture_teardown),
+        cmocka_unit_test_teardown(test_rejoin_restart_warms, fixture_teardown),
+        cmocka_unit_test_teardown(test_rejoin_cut_replays, fixture_teardown),
+        cmocka_unit_test_teardown(test_rejoin_flush, fixture_teardown),
+        cmocka_unit_test_teardown(test_rejoin_no_copies_up, fixture_teardown),
+        cmocka_unit_test_teardown(test_targets_replicas_and_backup, fixture_teardown),
+        cmocka_unit_test_teardown(test_targets_primary_unchanged_by_backup, fixture_teardown),
+        cmocka_unit_test_teardown(test_targets_eject, fixture_teardown),
         cmocka_unit_test(test_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

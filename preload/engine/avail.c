@@ -1,0 +1,840 @@
+/*
+ * preload/engine/avail.c: availability inside the engine: failover, copies,
+ * probes, rejoin and warm-up (docs/availability.md).
+ *
+ * Used when keys have somewhere else to go (MCSHIM_REPLICAS > 1, a backup
+ * pool, or MCSHIM_EJECT=1); otherwise client.c's plain paths run alone.
+ * - One key (set, delete, incr, ...): the request is kept and sent to the first
+ *   usable server of the key's targets (router.h); if that server fails, the
+ *   next one is tried, so the application sees an answer while any copy is
+ *   reachable. After the answer, the other copies get what replica.h's rule
+ *   says (async: the application's answer does not wait; sync: it does).
+ * - Retrievals: every key goes to its first usable target; when a server
+ *   fails, its keys are re-asked of their next targets. A key that misses on a
+ *   warming server is fetched from a copy (`mg <key> v f t c`), returned, and
+ *   added back to the warming server with its flags and remaining TTL.
+ * - Servers: a timeout marks a server down at once and fails every request
+ *   waiting on it, so they move on together. A down server is probed with
+ *   `stats`; its pid and start time tell a restart from a cut. A server back
+ *   from a cut gets the deletes it missed (or a flush_all) before it serves.
+ * Writes a server missed (it was away, or failed them) are remembered by the
+ * router for that rejoin.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "preload/engine/internal.h"
+#include "preload/lib/log.h"
+
+#define MCS_REJOIN_BATCH 1024   /* replayed deletes in flight per server */
+
+static void send_copy(struct mcs_engine *e, struct mcs_request *r, uint32_t server, enum mcs_copy_action action,
+                      const char *key, size_t key_len);
+
+static bool
+usable(struct mcs_engine *e, uint32_t s)
+{
+    return mcs_router_usable(&e->router, s, e->now_ms);
+}
+
+static struct mcs_server *
+server(struct mcs_engine *e, uint32_t s)
+{
+    return &e->router.servers[s];
+}
+
+/* Server s did not get a write of key (away, or the write failed). A server
+ * still in use is told to drop the key at once; the router remembers it either
+ * way, for the server's next rejoin. */
+static void
+missed(struct mcs_engine *e, uint32_t s, const char *key, size_t len, bool invalidate_now)
+{
+    mcs_router_missed(&e->router, s, key, len);
+    if (invalidate_now && usable(e, s)) {
+        send_copy(e, NULL, s, MCS_COPY_DELETE, key, len);
+    }
+}
+
+/* A request of the engine's own, with one sub for server s, not in any pipeline. */
+static struct mcs_request *
+own_request(struct mcs_engine *e, enum mcs_req_kind kind, enum mcs_cmd cmd, uint32_t s, uint64_t client_id)
+{
+    struct mcs_request *r = mcs_request_new(e, NULL, cmd, 1, true);
+    if (r == NULL) {
+        return NULL;
+    }
+    r->kind = kind;
+    r->client_id = client_id;
+    r->subs[0].server = s;
+    r->pending = 1;
+    return r;
+}
+
+/* ---- one key -------------------------------------------------------------------------------- */
+
+static const char *
+kept_key(const struct mcs_request *r, size_t *len)
+{
+    *len = r->q.key_len;
+    return mcs_buf_head(&r->kept) + r->q.key_off;
+}
+
+/* Sends r to the first usable of its targets from index `from`; targets passed
+ * over missed the write. Returns false if none is usable. */
+static bool
+key_send_from(struct mcs_engine *e, struct mcs_request *r, uint32_t from)
+{
+    size_t klen;
+    const char *key = kept_key(r, &klen);
+    for (uint32_t i = from; i < r->ntargets; i++) {
+        uint32_t s = r->targets[i];
+        if (!usable(e, s)) {
+            server(e, s)->stats.fast_fails++;
+            if (i + 1 < r->ntargets) {
+                server(e, s)->stats.failovers++;
+            }
+            missed(e, s, key, klen, false);
+            continue;
+        }
+        struct mcs_sub *sub = &r->subs[0];
+        const char *p = mcs_buf_head(&r->kept);
+        const struct mcs_ascii_req *q = &r->q;
+        r->tried = (uint8_t)i;
+        sub->server = s;
+        sub->failed = false;
+        r->pending++;
+        if (q->noreply_len > 0) {
+            mcs_backend_send(e, sub, r->client_id, p, q->noreply_off, p + q->noreply_off + q->noreply_len,
+                             q->len - q->noreply_off - q->noreply_len);
+        } else {
+            mcs_backend_send(e, sub, r->client_id, p, q->len, NULL, 0);
+        }
+        return true;
+    }
+    return false;
+}
+
+void
+mcs_avail_dispatch_key(struct mcs_engine *e, struct mcs_client *c, const char *buf, const struct mcs_ascii_req *q)
+{
+    struct mcs_request *r = mcs_request_new(e, c, q->cmd, 1, q->noreply);
+    if (r == NULL || mcs_buf_append(&r->kept, buf, q->len) != 0) {
+        if (r != NULL && !q->noreply) {
+            /* in the pipeline: let it answer, then close */
+            mcs_buf_append(&r->out, "SERVER_ERROR out of memory\r\n", 28);
+            r->done = true;
+        } else if (r != NULL) {
+            mcs_request_free(e, r);
+        }
+        c->closing = true;
+        return;
+    }
+    r->client_id = c->id;
+    r->q = *q;
+    r->ntargets = (uint8_t)mcs_router_targets(&e->router, buf + q->key_off, q->key_len, r->targets);
+    r->pending = 1;   /* held while sending */
+    if (!key_send_from(e, r, 0)) {
+        char line[MCS_HOST_MAX + 96];
+        int n = snprintf(line, sizeof(line), "SERVER_ERROR mcshim: server %s unavailable\r\n",
+                         server(e, r->targets[0])->label);
+        mcs_buf_append(&r->out, line, (size_t)n);
+        e->stats.server_errors++;
+    }
+    if (--r->pending == 0) {
+        mcs_request_finish(e, r);
+    }
+}
+
+/* The key's server answered: the copies after it get what the rule says. */
+static void
+key_copies(struct mcs_engine *e, struct mcs_request *r)
+{
+    enum mcs_reply_class cls = mcs_reply_classify(mcs_buf_head(&r->out), mcs_buf_len(&r->out));
+    enum mcs_copy_action action = mcs_copy_action(r->cmd, cls);
+    if (action == MCS_COPY_NONE) {
+        return;
+    }
+    size_t klen;
+    const char *key = kept_key(r, &klen);
+    for (uint32_t i = r->tried + 1u; i < r->ntargets; i++) {
+        uint32_t s = r->targets[i];
+        if (e->cfg->eject && !e->router.copies) {
+            break;   /* the live-ring owner stands in for a down primary; it is not a copy */
+        }
+        if (!usable(e, s)) {
+            missed(e, s, key, klen, false);
+            continue;
+        }
+        send_copy(e, r, s, action, key, klen);
+    }
+}
+
+/* Sends action for key to server s. With r (a client write) and sync writes,
+ * r waits for it. r == NULL: an invalidation of the engine's own. */
+static void
+send_copy(struct mcs_engine *e, struct mcs_request *r, uint32_t s, enum mcs_copy_action action, const char *key,
+          size_t key_len)
+{
+    static const enum mcs_cmd cmd_of[MCS_COPY_COUNT] = {
+        [MCS_COPY_SET] = MCS_CMD_SET, [MCS_COPY_DELETE] = MCS_CMD_DELETE, [MCS_COPY_TOUCH] = MCS_CMD_TOUCH,
+    };
+    enum mcs_cmd cmd = action == MCS_COPY_ARITH ? r->cmd : cmd_of[action];
+    struct mcs_request *c = own_request(e, MCS_REQ_COPY, cmd, s, r != NULL ? r->client_id : 0);
+    struct mcs_buf line = { 0 };
+    int rc = c == NULL ? -1 : 0;
+    if (rc == 0) {
+        c->keys = malloc(key_len ? key_len : 1);
+        rc = c->keys == NULL ? -1 : 0;
+    }
+    if (rc == 0) {
+        memcpy(c->keys, key, key_len);
+        c->keys_len = (uint32_t)key_len;
+        if (r == NULL || action == MCS_COPY_DELETE) {
+            rc = mcs_buf_append(&line, "delete ", 7) | mcs_buf_append(&line, key, key_len)
+                 | mcs_buf_append(&line, "\r\n", 2);
+        } else {
+            rc = mcs_copy_build(action, mcs_buf_head(&r->kept), &r->q, key, key_len, &line);
+        }
+    }
+    if (rc == 0 && action == MCS_COPY_ARITH) {
+        /* the primary's result, to compare with the copy's */
+        rc = mcs_buf_append(&c->kept, mcs_buf_head(&r->out), mcs_buf_len(&r->out));
+    }
+    if (rc != 0) {
+        if (c != NULL) {
+            mcs_request_free(e, c);
+        }
+        mcs_buf_free(&line);
+        mcs_router_missed(&e->router, s, key, key_len);
+        return;
+    }
+    if (r != NULL && e->cfg->write == MCS_WRITE_SYNC && r->kind == MCS_REQ_CLIENT) {
+        c->parent = r;
+        r->pending++;
+    }
+    if (action == MCS_COPY_DELETE) {
+        e->stats.copy_invalidations++;
+    } else {
+        e->stats.copy_writes++;
+    }
+    mcs_backend_send(e, &c->subs[0], c->client_id, mcs_buf_head(&line), mcs_buf_len(&line), NULL, 0);
+    mcs_buf_free(&line);
+}
+
+static void
+copy_done(struct mcs_engine *e, struct mcs_sub *sub)
+{
+    struct mcs_request *c = sub->req;
+    if (sub->failed) {
+        missed(e, sub->server, c->keys, c->keys_len, false);
+    } else if (mcs_buf_len(&c->kept) > 0) {
+        /* incr/decr: a copy whose result differs from the primary's is dropped */
+        size_t n = mcs_buf_len(&c->out);
+        if (mcs_reply_classify(mcs_buf_head(&c->out), n) == MCS_REPLY_NUMBER
+            && (n != mcs_buf_len(&c->kept) || memcmp(mcs_buf_head(&c->out), mcs_buf_head(&c->kept), n) != 0)) {
+            send_copy(e, NULL, sub->server, MCS_COPY_DELETE, c->keys, c->keys_len);
+        }
+    }
+    struct mcs_request *parent = c->parent;
+    if (parent != NULL && --parent->pending == 0) {
+        mcs_request_finish(e, parent);
+    }
+    if (--c->pending == 0) {
+        mcs_request_finish(e, c);
+    }
+}
+
+/* ---- retrievals ----------------------------------------------------------------------------- */
+
+/* The first usable target of key from index `from`, or -1. */
+static int
+first_usable(struct mcs_engine *e, const char *key, size_t len, uint32_t from, uint32_t *server_out)
+{
+    uint32_t t[MCS_MAX_TARGETS];
+    uint32_t n = mcs_router_targets(&e->router, key, len, t);
+    for (uint32_t i = from; i < n; i++) {
+        if (usable(e, t[i])) {
+            *server_out = t[i];
+            return (int)i;
+        }
+        if (i + 1 < n) {
+            server(e, t[i])->stats.failovers++;
+        }
+    }
+    return -1;
+}
+
+/* A sub added after dispatch (failover or warm-up), owned by r. */
+static struct mcs_sub *
+child_new(struct mcs_request *r, uint32_t s)
+{
+    struct mcs_sub *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        return NULL;
+    }
+    c->req = r;
+    c->server = s;
+    c->next_child = r->children;
+    r->children = c;
+    return c;
+}
+
+/* Sends the keys of sub `from` (key_sub == from) to their next usable targets
+ * (key_try: the index in their targets to try next), one new sub per server.
+ * Keys with nowhere to go miss. */
+static void
+keys_move(struct mcs_engine *e, struct mcs_request *r, struct mcs_sub *from)
+{
+    struct mcs_sub *made[MCS_MAX_SERVERS > 64 ? 64 : MCS_MAX_SERVERS];
+    uint32_t nmade = 0, pos = 0, off, len;
+    for (uint32_t i = 0; i < r->nkeys && mcs_ascii_next_token(r->keys, &pos, r->keys_len, &off, &len); i++) {
+        if (r->key_sub[i] != from) {
+            continue;
+        }
+        uint32_t s;
+        int at = first_usable(e, r->keys + off, len, r->key_try[i], &s);
+        r->key_sub[i] = NULL;
+        if (at < 0) {
+            continue;
+        }
+        r->key_try[i] = (uint8_t)(at + 1);
+        struct mcs_sub *to = NULL;
+        for (uint32_t m = 0; m < nmade; m++) {
+            if (made[m]->server == s) {
+                to = made[m];
+            }
+        }
+        if (to == NULL && nmade < sizeof(made) / sizeof(made[0])) {
+            to = made[nmade] = child_new(r, s);
+            nmade += to != NULL;
+        }
+        r->key_sub[i] = to;
+    }
+    for (uint32_t m = 0; m < nmade; m++) {
+        mcs_request_send_keys(e, r, made[m]);
+    }
+}
+
+void
+mcs_avail_dispatch_keys(struct mcs_engine *e, struct mcs_client *c, const char *buf, const struct mcs_ascii_req *q)
+{
+    uint32_t n = q->nkeys, pos = q->key_off, off, len;
+    struct mcs_request *r = mcs_request_new(e, c, q->cmd, 0, false);
+    if (r == NULL) {
+        c->closing = true;
+        return;
+    }
+    r->client_id = c->id;
+    r->merge = true;
+    r->nkeys = n;
+    r->keys_len = q->keys_end - q->key_off;
+    r->keys = malloc(r->keys_len + 1);
+    r->key_sub = calloc(n, sizeof(*r->key_sub));
+    r->key_try = calloc(n, sizeof(*r->key_try));
+    if (r->keys == NULL || r->key_sub == NULL || r->key_try == NULL || q->args_len > sizeof(r->args)) {
+        mcs_buf_append(&r->out, "SERVER_ERROR out of memory\r\n", 28);
+        r->done = true;
+        c->closing = true;
+        return;
+    }
+    memcpy(r->keys, buf + q->key_off, r->keys_len);
+    memcpy(r->args, buf + q->args_off, q->args_len);
+    r->args_len = (uint8_t)q->args_len;
+    r->pending = 1;
+    /* Each key to its first usable target, grouped by server through a fake failed sub. */
+    struct mcs_sub start = { .req = r };
+    for (uint32_t i = 0; i < n && mcs_ascii_next_token(buf, &pos, q->keys_end, &off, &len); i++) {
+        r->key_sub[i] = &start;   /* key_try[i] = 0: start from the primary */
+    }
+    keys_move(e, r, &start);
+    if (--r->pending == 0) {
+        mcs_request_finish(e, r);
+    }
+}
+
+/* A warming server answered a retrieval: its misses are fetched from a copy. */
+static void
+keys_warm(struct mcs_engine *e, struct mcs_request *r, struct mcs_sub *sub)
+{
+    const char *p = mcs_buf_head(&sub->resp);
+    size_t avail = mcs_buf_len(&sub->resp);
+    uint32_t pos = 0, off, len;
+    for (uint32_t i = 0; i < r->nkeys && mcs_ascii_next_token(r->keys, &pos, r->keys_len, &off, &len); i++) {
+        if (r->key_sub[i] != sub) {
+            continue;
+        }
+        struct mcs_ascii_resp item;
+        if (avail > 0 && mcs_ascii_resp_parse(p, avail, UINT32_MAX, &item) == MCS_RESP_OK
+            && item.kind == MCS_RESP_VALUE && item.key_len == len && memcmp(p + item.key_off, r->keys + off, len) == 0) {
+            p += item.len;   /* a hit */
+            avail -= item.len;
+            continue;
+        }
+        uint32_t s;
+        if (first_usable(e, r->keys + off, len, r->key_try[i], &s) < 0) {
+            continue;
+        }
+        struct mcs_sub *f = child_new(r, s);
+        struct mcs_buf line = { 0 };
+        if (f == NULL) {
+            continue;
+        }
+        f->meta = f->fetch = true;
+        f->key = i;
+        f->fill_server = sub->server;
+        int rc = mcs_buf_append(&line, "mg ", 3) | mcs_buf_append(&line, r->keys + off, len)
+                 | mcs_buf_append(&line, " v f t c", 8);
+        if (r->cmd == MCS_CMD_GAT || r->cmd == MCS_CMD_GATS) {
+            rc |= mcs_buf_append(&line, " T", 2) | mcs_buf_append(&line, r->args, r->args_len);
+        }
+        rc |= mcs_buf_append(&line, "\r\n", 2);
+        if (rc == 0) {
+            r->pending++;
+            mcs_backend_send(e, f, r->client_id, mcs_buf_head(&line), mcs_buf_len(&line), NULL, 0);
+        }
+        mcs_buf_free(&line);
+    }
+}
+
+/* A retrieval's key was found on server from->server: gat/gats touch its copies too. */
+void
+mcs_avail_merged(struct mcs_engine *e, struct mcs_request *r, const char *key, uint32_t len, const struct mcs_sub *from)
+{
+    if (r->cmd != MCS_CMD_GAT && r->cmd != MCS_CMD_GATS) {
+        return;
+    }
+    uint32_t t[MCS_MAX_TARGETS];
+    uint32_t n = mcs_router_targets(&e->router, key, len, t);
+    for (uint32_t i = 0; i < n && e->router.copies; i++) {
+        if (t[i] == from->server || (from->fetch && t[i] == from->fill_server)) {
+            continue;
+        }
+        struct mcs_request *c = own_request(e, MCS_REQ_COPY, MCS_CMD_TOUCH, t[i], r->client_id);
+        struct mcs_buf line = { 0 };
+        if (c == NULL) {
+            continue;
+        }
+        if (!usable(e, t[i]) || (c->keys = malloc(len ? len : 1)) == NULL
+            || (mcs_buf_append(&line, "touch ", 6) | mcs_buf_append(&line, key, len) | mcs_buf_append(&line, " ", 1)
+                | mcs_buf_append(&line, r->args, r->args_len) | mcs_buf_append(&line, "\r\n", 2))
+                   != 0) {
+            mcs_request_free(e, c);
+            mcs_buf_free(&line);
+            continue;
+        }
+        memcpy(c->keys, key, len);
+        c->keys_len = len;
+        e->stats.copy_writes++;
+        mcs_backend_send(e, &c->subs[0], c->client_id, mcs_buf_head(&line), mcs_buf_len(&line), NULL, 0);
+        mcs_buf_free(&line);
+    }
+}
+
+/* Parses a number token; false if it is not one. */
+static bool
+number(const char *p, size_t len, int64_t *out)
+{
+    bool neg = len > 0 && p[0] == '-';
+    size_t i = neg;
+    uint64_t v = 0;
+    if (i == len || len - i > 19) {
+        return false;
+    }
+    for (; i < len; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            return false;
+        }
+        v = v * 10 + (uint64_t)(p[i] - '0');
+    }
+    *out = neg ? -(int64_t)v : (int64_t)v;
+    return true;
+}
+
+/* The reply to a warm-up fetch (`mg <key> v f t c`): on a hit, the item is
+ * given to the client as a VALUE block and added back to the warming server. */
+enum mcs_resp_status
+mcs_avail_meta_reply(struct mcs_engine *e, struct mcs_sub *sub, const char *p, size_t len, size_t *used)
+{
+    const char *eol = memchr(p, '\n', len < 8192 ? len : 8192);
+    if (eol == NULL) {
+        return len >= 8192 ? MCS_RESP_BAD : MCS_RESP_MORE;
+    }
+    size_t line = (size_t)(eol - p) + 1;
+    size_t tl = line - 1 - (line >= 2 && p[line - 2] == '\r');
+    *used = line;
+    if (tl < 2 || memcmp(p, "VA", 2) != 0) {
+        return MCS_RESP_OK;   /* EN, or an error: a miss */
+    }
+    int64_t size = -1, flags = 0, ttl = -1, cas = 0;
+    uint32_t pos = 2, off, tlen;
+    for (unsigned t = 0; mcs_ascii_next_token(p, &pos, (uint32_t)tl, &off, &tlen); t++) {
+        int64_t v;
+        if (t == 0 && number(p + off, tlen, &v)) {
+            size = v;
+        } else if (t > 0 && tlen > 1 && number(p + off + 1, tlen - 1, &v)) {
+            flags = p[off] == 'f' ? v : flags;
+            ttl = p[off] == 't' ? v : ttl;
+            cas = p[off] == 'c' ? v : cas;
+        }
+    }
+    if (size < 0 || size > (int64_t)e->cfg->item_max) {
+        return MCS_RESP_BAD;
+    }
+    if (len < line + (size_t)size + 2) {
+        return MCS_RESP_MORE;
+    }
+    if (memcmp(p + line + size, "\r\n", 2) != 0) {
+        return MCS_RESP_BAD;
+    }
+    *used = line + (size_t)size + 2;
+    struct mcs_request *r = sub->req;
+    const char *data = p + line;
+    uint32_t kpos = 0, koff = 0, klen = 0;
+    for (uint32_t i = 0; i <= sub->key && mcs_ascii_next_token(r->keys, &kpos, r->keys_len, &koff, &klen); i++) {
+    }
+    char head[MCS_ASCII_KEY_MAX + 96];
+    bool with_cas = r->cmd == MCS_CMD_GETS || r->cmd == MCS_CMD_GATS;
+    int n = snprintf(head, sizeof(head), with_cas ? "VALUE %.*s %" PRId64 " %" PRId64 " %" PRId64 "\r\n"
+                                                  : "VALUE %.*s %" PRId64 " %" PRId64 "\r\n",
+                     (int)klen, r->keys + koff, flags, size, cas);
+    mcs_buf_reset(&sub->resp);
+    if (n <= 0 || (size_t)n >= sizeof(head) || mcs_buf_append(&sub->resp, head, (size_t)n) != 0
+        || mcs_buf_append(&sub->resp, data, (size_t)size + 2) != 0) {
+        mcs_buf_reset(&sub->resp);
+        return MCS_RESP_OK;
+    }
+    r->key_sub[sub->key] = sub;
+    if (ttl == 0 || !usable(e, sub->fill_server)) {
+        return MCS_RESP_OK;   /* about to expire, or the warming server left again */
+    }
+    /* add back: remaining TTL (memcached reads more than 30 days as a unix time) */
+    int64_t exptime = r->cmd == MCS_CMD_GAT || r->cmd == MCS_CMD_GATS ? 0 : ttl < 0 ? 0 : ttl;
+    if (r->cmd == MCS_CMD_GAT || r->cmd == MCS_CMD_GATS) {
+        number(r->args, r->args_len, &exptime);
+    } else if (exptime > 2592000) {
+        exptime += (int64_t)time(NULL);
+    }
+    struct mcs_request *f = own_request(e, MCS_REQ_FILL, MCS_CMD_ADD, sub->fill_server, r->client_id);
+    if (f == NULL) {
+        return MCS_RESP_OK;
+    }
+    n = snprintf(head, sizeof(head), "add %.*s %" PRId64 " %" PRId64 " %" PRId64 "\r\n", (int)klen, r->keys + koff,
+                 flags, exptime, size);
+    if (n <= 0 || (size_t)n >= sizeof(head)) {
+        mcs_request_free(e, f);
+    } else {
+        mcs_backend_send(e, &f->subs[0], f->client_id, head, (size_t)n, data, (size_t)size + 2);
+    }
+    return MCS_RESP_OK;
+}
+
+/* ---- servers: probes, identity, rejoin -------------------------------------------------------- */
+
+/* One STAT line of a probe or identity request. */
+void
+mcs_avail_stat(struct mcs_request *r, const char *line, size_t len)
+{
+    uint32_t pos = 0, off[3], tl[3];
+    unsigned n = 0;
+    while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) {
+        len--;
+    }
+    while (n < 3 && mcs_ascii_next_token(line, &pos, (uint32_t)len, &off[n], &tl[n])) {
+        n++;
+    }
+    int64_t v;
+    if (n < 3 || !number(line + off[2], tl[2], &v) || v < 0) {
+        return;
+    }
+    if (tl[1] == 3 && memcmp(line + off[1], "pid", 3) == 0) {
+        r->id.pid = (uint64_t)v;
+    } else if (tl[1] == 6 && memcmp(line + off[1], "uptime", 6) == 0) {
+        r->uptime = (uint64_t)v;
+    } else if (tl[1] == 4 && memcmp(line + off[1], "time", 4) == 0) {
+        r->unix_time = (uint64_t)v;
+    }
+}
+
+static void
+send_line(struct mcs_engine *e, enum mcs_req_kind kind, enum mcs_cmd cmd, uint32_t s, uint64_t client_id,
+          const char *key, size_t key_len, const char *line, size_t n)
+{
+    struct mcs_request *r = own_request(e, kind, cmd, s, client_id);
+    if (r == NULL) {
+        return;
+    }
+    if (key != NULL && (r->keys = malloc(key_len ? key_len : 1)) != NULL) {
+        memcpy(r->keys, key, key_len);
+        r->keys_len = (uint32_t)key_len;
+    }
+    if (kind == MCS_REQ_REJOIN) {
+        e->rejoin_pending[s]++;
+    }
+    mcs_backend_send(e, &r->subs[0], client_id, line, n, NULL, 0);
+}
+
+/* Sends the next batch of rejoin work to s: a flush (flush true, or a missed
+ * flush_all, or a log that overflowed), else deletes of the keys in its log;
+ * with nothing left to do, s rejoins. */
+static void
+rejoin_next(struct mcs_engine *e, uint32_t s, bool flush)
+{
+    struct mcs_server *srv = server(e, s);
+    if (flush || srv->missed_flush || mcs_keylog_overflowed(&srv->missed)) {
+        mcs_keylog_reset(&srv->missed);
+        srv->missed_flush = false;
+        send_line(e, MCS_REQ_REJOIN, MCS_CMD_FLUSH_ALL, s, 0, NULL, 0, "flush_all\r\n", 11);
+        return;
+    }
+    struct mcs_buf key = { 0 };
+    struct mcs_buf line = { 0 };
+    for (unsigned i = 0; i < MCS_REJOIN_BATCH && server(e, s)->health == MCS_HEALTH_REJOINING; i++) {
+        mcs_buf_reset(&key);
+        mcs_buf_reset(&line);
+        if (!mcs_keylog_take(&srv->missed, &key)) {
+            break;
+        }
+        if ((mcs_buf_append(&line, "delete ", 7) | mcs_buf_append(&line, mcs_buf_head(&key), mcs_buf_len(&key))
+             | mcs_buf_append(&line, "\r\n", 2))
+            == 0) {
+            send_line(e, MCS_REQ_REJOIN, MCS_CMD_DELETE, s, 0, mcs_buf_head(&key), mcs_buf_len(&key),
+                      mcs_buf_head(&line), mcs_buf_len(&line));
+        }
+    }
+    mcs_buf_free(&key);
+    mcs_buf_free(&line);
+    if (e->rejoin_pending[s] == 0 && server(e, s)->health == MCS_HEALTH_REJOINING) {
+        mcs_router_rejoined(&e->router, s, e->now_ms);
+        mcs_avail_note(e, s, MCS_HEALTH_REJOINING, MCS_FAILURE_COUNT);
+    }
+}
+
+static void
+rejoin_done(struct mcs_engine *e, struct mcs_sub *sub)
+{
+    struct mcs_request *r = sub->req;
+    uint32_t s = sub->server;
+    struct mcs_server *srv = server(e, s);
+    e->rejoin_pending[s]--;
+    if (sub->failed) {
+        if (r->cmd == MCS_CMD_FLUSH_ALL) {
+            srv->missed_flush = true;
+        } else {
+            mcs_router_missed(&e->router, s, r->keys, r->keys_len);
+        }
+    } else if (r->cmd == MCS_CMD_FLUSH_ALL) {
+        srv->stats.rejoin_flushes++;
+        mcs_keylog_reset(&srv->missed);   /* whatever it missed meanwhile is gone with the flush */
+    } else {
+        srv->stats.invalidations_replayed++;
+    }
+    if (e->rejoin_pending[s] == 0 && srv->health == MCS_HEALTH_REJOINING) {
+        rejoin_next(e, s, false);
+    }
+}
+
+static void
+identity_of(const struct mcs_request *r, struct mcs_identity *id)
+{
+    *id = r->id;
+    id->known = r->id.pid != 0 && r->unix_time != 0;
+    id->started = r->unix_time - r->uptime;
+}
+
+static void
+probe_done(struct mcs_engine *e, struct mcs_sub *sub)
+{
+    uint32_t s = sub->server;
+    struct mcs_server *srv = server(e, s);
+    struct mcs_identity id;
+    identity_of(sub->req, &id);
+    e->tick_ms = 0;   /* probe times moved: recompute */
+    mcs_log(MCS_LOG_DEBUG, "probe of %s: %s, pid %" PRIu64, srv->label, sub->failed ? "failed" : "answered", id.pid);
+    if (sub->failed || !id.known) {
+        if (srv->probing) {
+            mcs_router_failed(&e->router, s, MCS_FAILURE_PROTOCOL, e->now_ms);
+        }
+        return;
+    }
+    uint64_t restarts = srv->stats.restarts;
+    enum mcs_rejoin work = mcs_router_probe_ok(&e->router, s, &id, e->now_ms);
+    bool restarted = srv->stats.restarts != restarts;
+    switch (work) {
+    case MCS_REJOIN_NOTHING:
+        mcs_log(MCS_LOG_NOTICE, "server %s is back (%s); %s", srv->label,
+                restarted ? "restarted, empty" : "it missed no writes",
+                srv->health == MCS_HEALTH_WARMING ? "warming up from its copies" : "in use again");
+        break;
+    case MCS_REJOIN_DELETES:
+        mcs_log(MCS_LOG_NOTICE, "server %s is back after a cut (same instance); deleting the %zu key(s) it missed",
+                srv->label, mcs_keylog_count(&srv->missed));
+        rejoin_next(e, s, false);
+        break;
+    case MCS_REJOIN_FLUSH_ALL:
+        mcs_log(MCS_LOG_NOTICE, "server %s is back after a cut (same instance); flushing it (%s)", srv->label,
+                e->cfg->rejoin == MCS_REJOIN_FLUSH ? "MCSHIM_REJOIN=flush" : "too many missed writes to replay");
+        rejoin_next(e, s, true);
+        break;
+    }
+}
+
+/* Probes down servers whose retry time has come. */
+void
+mcs_avail_tick(struct mcs_engine *e)
+{
+    if (e->now_ms < e->tick_ms) {
+        return;
+    }
+    for (uint32_t s = 0; s < e->router.nservers; s++) {
+        if (mcs_router_probe_due(&e->router, s, e->now_ms)) {
+            mcs_router_probe_start(&e->router, s);
+            mcs_log(MCS_LOG_DEBUG, "probing %s", server(e, s)->label);
+            send_line(e, MCS_REQ_PROBE, MCS_CMD_STATS, s, 0, NULL, 0, "stats\r\n", 7);
+        } else {
+            mcs_router_usable(&e->router, s, e->now_ms);   /* ends a warm-up that is over */
+        }
+    }
+    e->tick_ms = mcs_router_next_event(&e->router);
+}
+
+/* A new connection to b's server: learn which instance it is, once. */
+void
+mcs_avail_connected(struct mcs_engine *e, struct mcs_backend *b)
+{
+    struct mcs_server *srv = server(e, b->server);
+    if (!e->failover || srv->identity.known || srv->identifying || !usable(e, b->server)) {
+        return;
+    }
+    srv->identifying = true;
+    uint64_t conn = (uint64_t)(b - e->backends) % e->cfg->connections;
+    send_line(e, MCS_REQ_IDENTIFY, MCS_CMD_STATS, b->server, conn, NULL, 0, "stats\r\n", 7);
+}
+
+/* Logs a server's state change (one line each) and acts on it. */
+void
+mcs_avail_note(struct mcs_engine *e, uint32_t s, enum mcs_health before, enum mcs_failure why)
+{
+    if (before == MCS_HEALTH_COUNT) {
+        return;
+    }
+    struct mcs_server *srv = server(e, s);
+    switch (srv->health) {
+    case MCS_HEALTH_DOWN:
+        if (before == MCS_HEALTH_UP || before == MCS_HEALTH_WARMING) {
+            mcs_log(MCS_LOG_WARN, "server %s is down (%s, %u failure(s)); %s; probing every %u ms", srv->label,
+                    mcs_failure_name(why), srv->failures,
+                    e->failover ? "its keys go to their copies" : "its keys miss and its writes fail",
+                    e->cfg->retry_ms);
+            mcs_backend_abort_server(e, s);
+        } else {
+            mcs_log(MCS_LOG_WARN, "server %s failed again while rejoining; probing every %u ms", srv->label,
+                    e->cfg->retry_ms);
+        }
+        if (srv->retry_at_ms < e->tick_ms) {
+            e->tick_ms = srv->retry_at_ms;
+        }
+        break;
+    case MCS_HEALTH_WARMING:
+    case MCS_HEALTH_UP:
+        if (before == MCS_HEALTH_REJOINING) {
+            mcs_log(MCS_LOG_NOTICE, "server %s rejoined (%" PRIu64 " invalidation(s) replayed in all); %s", srv->label,
+                    srv->stats.invalidations_replayed,
+                    srv->health == MCS_HEALTH_WARMING ? "warming up from its copies" : "in use again");
+        }
+        if (srv->health == MCS_HEALTH_WARMING && srv->warm_until_ms < e->tick_ms) {
+            e->tick_ms = srv->warm_until_ms;
+        }
+        break;
+    case MCS_HEALTH_REJOINING:
+    case MCS_HEALTH_COUNT:
+        break;
+    }
+}
+
+/* ---- completion ------------------------------------------------------------------------------- */
+
+/* Returns true if the sub was dealt with here (client.c does nothing more). */
+bool
+mcs_avail_sub_done(struct mcs_engine *e, struct mcs_sub *sub)
+{
+    struct mcs_request *r = sub->req;
+    switch (r->kind) {
+    case MCS_REQ_COPY:
+        copy_done(e, sub);
+        return true;
+    case MCS_REQ_PROBE:
+        probe_done(e, sub);
+        break;
+    case MCS_REQ_IDENTIFY: {
+        struct mcs_identity id;
+        identity_of(r, &id);
+        server(e, sub->server)->identifying = false;
+        if (!sub->failed && id.known && !server(e, sub->server)->identity.known) {
+            mcs_router_identify(&e->router, sub->server, &id);
+        }
+        break;
+    }
+    case MCS_REQ_REJOIN:
+        rejoin_done(e, sub);
+        break;
+    case MCS_REQ_FILL:
+        if (!sub->failed && mcs_reply_classify(mcs_buf_head(&r->out), mcs_buf_len(&r->out)) == MCS_REPLY_STORED) {
+            server(e, sub->server)->stats.warm_fills++;
+        }
+        break;
+    case MCS_REQ_CLIENT:
+        switch (mcs_cmd_route(r->cmd)) {
+        case MCS_ROUTE_KEY:
+            if (r->ntargets == 0) {
+                return false;
+            }
+            if (sub->failed) {
+                size_t klen;
+                const char *key = kept_key(r, &klen);
+                missed(e, sub->server, key, klen, true);
+                if (r->tried + 1u < r->ntargets) {
+                    server(e, sub->server)->stats.failovers++;
+                }
+                if (!key_send_from(e, r, r->tried + 1u)) {
+                    return false;   /* client.c answers SERVER_ERROR */
+                }
+                /* The next copy answers instead (or has already answered, or failed in its turn:
+                 * the sub is reused, so do not look at it again). */
+                if (--r->pending == 0) {
+                    mcs_request_finish(e, r);
+                }
+                return true;
+            }
+            key_copies(e, r);
+            return false;
+        case MCS_ROUTE_KEYS:
+            if (sub->failed) {
+                mcs_buf_reset(&sub->resp);
+                keys_move(e, r, sub);
+            } else if (sub->fetch) {
+                /* the reply was handled as it arrived (mcs_avail_meta_reply) */
+            } else if (mcs_router_warming(&e->router, sub->server, e->now_ms)) {
+                keys_warm(e, r, sub);
+            }
+            return false;
+        case MCS_ROUTE_ALL:
+            if (sub->failed) {
+                /* a server away misses the flush now and gets it when it comes back */
+                mcs_router_missed_flush(&e->router, sub->server);
+                sub->failed = false;
+            }
+            return false;
+        case MCS_ROUTE_ANY:
+        case MCS_ROUTE_LOCAL:
+            return false;
+        }
+        return false;
+    }
+    if (--r->pending == 0) {
+        mcs_request_finish(e, r);
+    }
+    return true;
+}
