@@ -284,12 +284,12 @@ child_new(struct mcs_request *r, uint32_t s)
 
 /* Sends the keys of sub `from` (key_sub == from) to their next usable targets
  * (key_try: the index in their targets to try next), one new sub per server.
- * Keys with nowhere to go miss. */
-static void
+ * Keys with nowhere to go miss. Returns how many keys found a new server. */
+static uint32_t
 keys_move(struct mcs_engine *e, struct mcs_request *r, struct mcs_sub *from)
 {
     struct mcs_sub *made[MCS_MAX_SERVERS > 64 ? 64 : MCS_MAX_SERVERS];
-    uint32_t nmade = 0, pos = 0, off, len;
+    uint32_t nmade = 0, pos = 0, off, len, moved = 0;
     for (uint32_t i = 0; i < r->nkeys && mcs_ascii_next_token(r->keys, &pos, r->keys_len, &off, &len); i++) {
         if (r->key_sub[i] != from) {
             continue;
@@ -312,10 +312,12 @@ keys_move(struct mcs_engine *e, struct mcs_request *r, struct mcs_sub *from)
             nmade += to != NULL;
         }
         r->key_sub[i] = to;
+        moved += to != NULL;
     }
     for (uint32_t m = 0; m < nmade; m++) {
         mcs_request_send_keys(e, r, made[m]);
     }
+    return moved;
 }
 
 void
@@ -812,8 +814,9 @@ mcs_avail_sub_done(struct mcs_engine *e, struct mcs_sub *sub)
             return false;
         case MCS_ROUTE_KEYS:
             if (sub->failed) {
+                uint32_t s = sub->server;
                 mcs_buf_reset(&sub->resp);
-                keys_move(e, r, sub);
+                server(e, s)->stats.failovers += keys_move(e, r, sub);
             } else if (sub->fetch) {
                 /* the reply was handled as it arrived (mcs_avail_meta_reply) */
             } else if (mcs_router_warming(&e->router, sub->server, e->now_ms)) {

@@ -130,9 +130,15 @@ class WrapperEnvironment(unittest.TestCase):
         self.assertEqual(out["MCSHIM_TIMEOUT_MS"], "250")
         self.assertEqual(out["MCSHIM_RETRY_MS"], "900")
 
+    def test_backup_and_replicas_flags(self):
+        out = self.env_of(["-s", self.servers, "-b", "127.0.0.1:9:2,127.0.0.1:10", "-R", "2"], base_env())
+        self.assertEqual(out["MCSHIM_BACKUP"], "127.0.0.1:9:2,127.0.0.1:10")
+        self.assertEqual(out["MCSHIM_REPLICAS"], "2")
+
     def test_unset_flags_leave_library_defaults(self):
         out = self.env_of(["-s", self.servers], base_env())
-        for v in ("MCSHIM_INTERCEPT", "MCSHIM_HASH", "MCSHIM_DISTRIBUTION", "MCSHIM_TIMEOUT_MS", "MCSHIM_RETRY_MS"):
+        for v in ("MCSHIM_INTERCEPT", "MCSHIM_HASH", "MCSHIM_DISTRIBUTION", "MCSHIM_TIMEOUT_MS", "MCSHIM_RETRY_MS",
+                  "MCSHIM_BACKUP", "MCSHIM_REPLICAS"):
             self.assertNotIn(v, out)
 
     def test_library_is_prepended_and_existing_preload_kept(self):
@@ -223,6 +229,9 @@ class WrapperErrors(unittest.TestCase):
                 (["-s", self.servers, "-d", "rendezvous"], r"unknown distribution"),
                 (["-s", self.servers, "-t", "10ms"], r"timeout"),
                 (["-s", self.servers, "-r", "0"], r"retry"),
+                (["-s", self.servers, "-b", "127.0.0.1"], r"no port"),
+                (["-s", self.servers, "-R", "0"], r"replicas"),
+                (["-s", self.servers, "-R", "9"], r"replicas"),
                 (["-s", self.servers, "-H", "MD5;"], r"hash")):
             with self.subTest(flags=flags):
                 self.assert_usage_error(flags + ["--", "/bin/true"], pattern)
