@@ -169,3 +169,72 @@ mcs_copy_build(enum mcs_copy_action action, const char *req, const struct mcs_as
     }
     return 0;
 }
+
+enum mcs_reply_class
+mcs_bin_reply_class(uint8_t base_opcode, uint16_t status)
+{
+    switch (status) {
+    case MCS_BIN_STATUS_SUCCESS:
+        switch (base_opcode) {
+        case MCS_BIN_OP_DELETE:
+            return MCS_REPLY_DELETED;
+        case MCS_BIN_OP_INCREMENT:
+        case MCS_BIN_OP_DECREMENT:
+            return MCS_REPLY_NUMBER;
+        case MCS_BIN_OP_TOUCH:
+            return MCS_REPLY_TOUCHED;
+        default:
+            return MCS_REPLY_STORED;   /* storage, or a hit */
+        }
+    case MCS_BIN_STATUS_KEY_ENOENT:
+        return MCS_REPLY_NOT_FOUND;
+    case MCS_BIN_STATUS_KEY_EEXISTS:
+        return MCS_REPLY_EXISTS;
+    case MCS_BIN_STATUS_NOT_STORED:
+        return MCS_REPLY_NOT_STORED;
+    default:
+        return MCS_REPLY_ERROR;
+    }
+}
+
+bool
+mcs_copy_text_safe(const char *key, size_t len)
+{
+    if (len == 0 || len > MCS_ASCII_KEY_MAX) {
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)key[i];
+        if (ch <= 0x20 || ch == 0x7f) {
+            return false;
+        }
+    }
+    return true;
+}
+
+int
+mcs_copy_delete_line(struct mcs_buf *out, const char *key, size_t len)
+{
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t before = mcs_buf_len(out);
+    int rc;
+    if (mcs_copy_text_safe(key, len)) {
+        rc = mcs_buf_append(out, "delete ", 7) | mcs_buf_append(out, key, len) | mcs_buf_append(out, "\r\n", 2);
+    } else {
+        rc = mcs_buf_append(out, "md ", 3);
+        const unsigned char *k = (const unsigned char *)key;
+        for (size_t i = 0; i < len && rc == 0; i += 3) {
+            uint32_t v = (uint32_t)k[i] << 16 | (i + 1 < len ? (uint32_t)k[i + 1] << 8 : 0)
+                         | (i + 2 < len ? k[i + 2] : 0);
+            char q[4] = { b64[v >> 18 & 63], b64[v >> 12 & 63], i + 1 < len ? b64[v >> 6 & 63] : '=',
+                          i + 2 < len ? b64[v & 63] : '=' };
+            rc |= mcs_buf_append(out, q, 4);
+        }
+        rc |= mcs_buf_append(out, " b\r\n", 4);
+    }
+    if (rc != 0) {
+        out->end = out->start + before;
+        return -1;
+    }
+    return 0;
+}

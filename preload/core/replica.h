@@ -30,6 +30,7 @@
 #include <stdint.h>
 
 #include "preload/core/ascii.h"
+#include "preload/core/binary.h"
 #include "preload/core/buf.h"
 
 #define MCS_COPY_ACTION_LIST(X) \
@@ -73,5 +74,18 @@ int mcs_copy_build(enum mcs_copy_action action, const char *req, const struct mc
                    size_t key_len, struct mcs_buf *out);
 
 const char *mcs_copy_action_name(enum mcs_copy_action a);
+
+/* The class of a binary reply: status 0 is the success of the (non-quiet)
+ * opcode (STORED, DELETED, NUMBER, TOUCHED; a hit for gets), 0x0001
+ * NOT_FOUND, 0x0002 EXISTS, 0x0005 NOT_STORED, anything else ERROR. */
+enum mcs_reply_class mcs_bin_reply_class(uint8_t base_opcode, uint16_t status);
+
+/* Appends a request deleting key on a text connection: "delete <key>" when the
+ * key can be written in the text protocol, else the meta "md <base64> b"
+ * (binary clients' keys may hold spaces or control bytes). Returns 0 or -1. */
+int mcs_copy_delete_line(struct mcs_buf *out, const char *key, size_t len);
+
+/* Can key be written as a text-protocol key (1-250 bytes, no space, control or DEL)? */
+bool mcs_copy_text_safe(const char *key, size_t len);
 
 #endif

@@ -26,6 +26,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "preload/core/meta.h"
 #include "preload/engine/internal.h"
 #include "preload/lib/log.h"
 
@@ -33,6 +34,8 @@
 
 static void send_copy(struct mcs_engine *e, struct mcs_request *r, uint32_t server, enum mcs_copy_action action,
                       const char *key, size_t key_len);
+static void fetch_send(struct mcs_engine *e, struct mcs_request *r, uint32_t key_index, const char *key, size_t len,
+                       uint32_t from, uint32_t warming);
 
 static bool
 usable(struct mcs_engine *e, uint32_t s)
@@ -71,6 +74,18 @@ own_request(struct mcs_engine *e, enum mcs_req_kind kind, enum mcs_cmd cmd, uint
     r->subs[0].server = s;
     r->pending = 1;
     return r;
+}
+
+/* Out of memory for a client request: it answers an error in its turn (the
+ * connection is then closed), or is dropped if nobody waits for it. */
+static void
+answer_oom(struct mcs_engine *e, struct mcs_request *r)
+{
+    r->cmd = MCS_CMD_COUNT;   /* answered locally: no END, no merge */
+    r->merge = false;
+    mcs_buf_reset(&r->out);
+    mcs_buf_append(&r->out, "SERVER_ERROR out of memory\r\n", 28);
+    mcs_request_finish(e, r);
 }
 
 /* ---- one key -------------------------------------------------------------------------------- */
@@ -122,26 +137,33 @@ mcs_avail_dispatch_key(struct mcs_engine *e, struct mcs_client *c, const char *b
 {
     struct mcs_request *r = mcs_request_new(e, c, q->cmd, 1, q->noreply);
     if (r == NULL || mcs_buf_append(&r->kept, buf, q->len) != 0) {
-        if (r != NULL && !q->noreply) {
-            /* in the pipeline: let it answer, then close */
-            mcs_buf_append(&r->out, "SERVER_ERROR out of memory\r\n", 28);
-            r->done = true;
-        } else if (r != NULL) {
-            mcs_request_free(e, r);
+        if (r != NULL) {
+            answer_oom(e, r);
         }
         c->closing = true;
         return;
     }
-    r->client_id = c->id;
     r->q = *q;
-    r->ntargets = (uint8_t)mcs_router_targets(&e->router, buf + q->key_off, q->key_len, r->targets);
+    mcs_avail_dispatch_kept(e, r, buf + q->key_off, q->key_len);
+}
+
+/* Sends r, whose bytes for the servers are in r->kept (key at r->q's key
+ * span), to the first usable server of key's targets. */
+void
+mcs_avail_dispatch_kept(struct mcs_engine *e, struct mcs_request *r, const char *key, size_t key_len)
+{
+    r->ntargets = (uint8_t)mcs_router_targets(&e->router, key, key_len, r->targets);
     r->pending = 1;   /* held while sending */
     if (!key_send_from(e, r, 0)) {
-        char line[MCS_HOST_MAX + 96];
-        int n = snprintf(line, sizeof(line), "SERVER_ERROR mcshim: server %s unavailable\r\n",
-                         server(e, r->targets[0])->label);
-        mcs_buf_append(&r->out, line, (size_t)n);
-        e->stats.server_errors++;
+        if (r->proto == MCS_PROTO_BINARY) {
+            mcs_bin_failed(e, r, r->targets[0]);
+        } else {
+            char line[MCS_HOST_MAX + 96];
+            int n = snprintf(line, sizeof(line), "SERVER_ERROR mcshim: server %s unavailable\r\n",
+                             server(e, r->targets[0])->label);
+            mcs_buf_append(&r->out, line, (size_t)n);
+            e->stats.server_errors++;
+        }
     }
     if (--r->pending == 0) {
         mcs_request_finish(e, r);
@@ -152,7 +174,9 @@ mcs_avail_dispatch_key(struct mcs_engine *e, struct mcs_client *c, const char *b
 static void
 key_copies(struct mcs_engine *e, struct mcs_request *r)
 {
-    enum mcs_reply_class cls = mcs_reply_classify(mcs_buf_head(&r->out), mcs_buf_len(&r->out));
+    enum mcs_reply_class cls = r->proto == MCS_PROTO_BINARY
+                                   ? mcs_bin_reply_class(mcs_bin_op_base(r->bin_opcode), r->bin_status)
+                                   : mcs_reply_classify(mcs_buf_head(&r->out), mcs_buf_len(&r->out));
     enum mcs_copy_action action = mcs_copy_action(r->cmd, cls);
     if (action == MCS_COPY_NONE) {
         return;
@@ -170,6 +194,42 @@ key_copies(struct mcs_engine *e, struct mcs_request *r)
         }
         send_copy(e, r, s, action, key, klen);
     }
+}
+
+/* The binary packet a copy gets for action, from a binary client write r
+ * (r->kept holds the request as servers get it). */
+static int
+copy_packet(enum mcs_copy_action action, const struct mcs_request *r, struct mcs_buf *out)
+{
+    struct mcs_bin_parser parser = { 0 };
+    struct mcs_bin_req q;
+    const char *p = mcs_buf_head(&r->kept);
+    if (mcs_bin_parse(&parser, p, mcs_buf_len(&r->kept), UINT32_MAX, &q) != MCS_BIN_OK) {
+        return -1;
+    }
+    struct mcs_bin_msg m = { .opaque = q.opaque, .key = p + q.key_off, .key_len = q.key_len };
+    switch (action) {
+    case MCS_COPY_SET:
+        m.opcode = MCS_BIN_OP_SET;
+        m.extras = p + q.extras_off;   /* flags and exptime */
+        m.extras_len = q.extras_len;
+        m.value = p + q.value_off;
+        m.value_len = q.value_len;
+        break;
+    case MCS_COPY_TOUCH:
+        m.opcode = MCS_BIN_OP_TOUCH;
+        m.extras = p + q.extras_off;   /* touch and gat carry the exptime alone */
+        m.extras_len = q.extras_len;
+        break;
+    case MCS_COPY_ARITH:
+        m.opcode = q.base;
+        m.extras = p + q.extras_off;
+        m.extras_len = q.extras_len;
+        break;
+    default:
+        return -1;
+    }
+    return mcs_bin_put_request(out, &m);
 }
 
 /* Sends action for key to server s. With r (a client write) and sync writes,
@@ -193,15 +253,18 @@ send_copy(struct mcs_engine *e, struct mcs_request *r, uint32_t s, enum mcs_copy
         memcpy(c->keys, key, key_len);
         c->keys_len = (uint32_t)key_len;
         if (r == NULL || action == MCS_COPY_DELETE) {
-            rc = mcs_buf_append(&line, "delete ", 7) | mcs_buf_append(&line, key, key_len)
-                 | mcs_buf_append(&line, "\r\n", 2);
+            rc = mcs_copy_delete_line(&line, key, key_len);
+        } else if (r->proto == MCS_PROTO_BINARY) {
+            c->proto = MCS_PROTO_BINARY;
+            rc = copy_packet(action, r, &line);
         } else {
             rc = mcs_copy_build(action, mcs_buf_head(&r->kept), &r->q, key, key_len, &line);
         }
     }
     if (rc == 0 && action == MCS_COPY_ARITH) {
         /* the primary's result, to compare with the copy's */
-        rc = mcs_buf_append(&c->kept, mcs_buf_head(&r->out), mcs_buf_len(&r->out));
+        rc = r->proto == MCS_PROTO_BINARY ? mcs_buf_append(&c->kept, r->args, r->args_len)
+                                          : mcs_buf_append(&c->kept, mcs_buf_head(&r->out), mcs_buf_len(&r->out));
     }
     if (rc != 0) {
         if (c != NULL) {
@@ -232,9 +295,17 @@ copy_done(struct mcs_engine *e, struct mcs_sub *sub)
         missed(e, sub->server, c->keys, c->keys_len, false);
     } else if (mcs_buf_len(&c->kept) > 0) {
         /* incr/decr: a copy whose result differs from the primary's is dropped */
+        const char *got = mcs_buf_head(&c->out);
         size_t n = mcs_buf_len(&c->out);
-        if (mcs_reply_classify(mcs_buf_head(&c->out), n) == MCS_REPLY_NUMBER
-            && (n != mcs_buf_len(&c->kept) || memcmp(mcs_buf_head(&c->out), mcs_buf_head(&c->kept), n) != 0)) {
+        bool counted = mcs_reply_classify(got, n) == MCS_REPLY_NUMBER;
+        if (c->proto == MCS_PROTO_BINARY) {
+            struct mcs_bin_resp resp;
+            counted = mcs_bin_resp_parse(got, n, UINT32_MAX, &resp) == MCS_RESP_OK && resp.status == 0
+                      && resp.value_len == 8;
+            got += counted ? resp.value_off : 0;
+            n = counted ? 8 : 0;
+        }
+        if (counted && (n != mcs_buf_len(&c->kept) || memcmp(got, mcs_buf_head(&c->kept), n) != 0)) {
             send_copy(e, NULL, sub->server, MCS_COPY_DELETE, c->keys, c->keys_len);
         }
     }
@@ -337,8 +408,7 @@ mcs_avail_dispatch_keys(struct mcs_engine *e, struct mcs_client *c, const char *
     r->key_sub = calloc(n, sizeof(*r->key_sub));
     r->key_try = calloc(n, sizeof(*r->key_try));
     if (r->keys == NULL || r->key_sub == NULL || r->key_try == NULL || q->args_len > sizeof(r->args)) {
-        mcs_buf_append(&r->out, "SERVER_ERROR out of memory\r\n", 28);
-        r->done = true;
+        answer_oom(e, r);
         c->closing = true;
         return;
     }
@@ -375,29 +445,7 @@ keys_warm(struct mcs_engine *e, struct mcs_request *r, struct mcs_sub *sub)
             avail -= item.len;
             continue;
         }
-        uint32_t s;
-        if (first_usable(e, r->keys + off, len, r->key_try[i], &s) < 0) {
-            continue;
-        }
-        struct mcs_sub *f = child_new(r, s);
-        struct mcs_buf line = { 0 };
-        if (f == NULL) {
-            continue;
-        }
-        f->meta = f->fetch = true;
-        f->key = i;
-        f->fill_server = sub->server;
-        int rc = mcs_buf_append(&line, "mg ", 3) | mcs_buf_append(&line, r->keys + off, len)
-                 | mcs_buf_append(&line, " v f t c", 8);
-        if (r->cmd == MCS_CMD_GAT || r->cmd == MCS_CMD_GATS) {
-            rc |= mcs_buf_append(&line, " T", 2) | mcs_buf_append(&line, r->args, r->args_len);
-        }
-        rc |= mcs_buf_append(&line, "\r\n", 2);
-        if (rc == 0) {
-            r->pending++;
-            mcs_backend_send(e, f, r->client_id, mcs_buf_head(&line), mcs_buf_len(&line), NULL, 0);
-        }
-        mcs_buf_free(&line);
+        fetch_send(e, r, i, r->keys + off, len, r->key_try[i], sub->server);
     }
 }
 
@@ -455,6 +503,156 @@ number(const char *p, size_t len, int64_t *out)
     return true;
 }
 
+/* The key a warm-up fetch is for: the request's one key (binary), or key
+ * number sub->key of a text retrieval. */
+static const char *
+fetch_key(const struct mcs_sub *sub, size_t *len)
+{
+    const struct mcs_request *r = sub->req;
+    if (r->ntargets > 0) {
+        return kept_key(r, len);
+    }
+    uint32_t pos = 0, off = 0, klen = 0;
+    for (uint32_t i = 0; i <= sub->key && mcs_ascii_next_token(r->keys, &pos, r->keys_len, &off, &klen); i++) {
+    }
+    *len = klen;
+    return r->keys + off;
+}
+
+/* Appends "<key>" for a text line, or "<base64> b" when the key cannot be
+ * written in the text protocol (binary clients' keys). Meta commands only. */
+static int
+put_meta_key(struct mcs_buf *out, const char *key, size_t len)
+{
+    if (mcs_copy_text_safe(key, len)) {
+        return mcs_buf_append(out, key, len);
+    }
+    char b64[((MCS_BIN_KEY_MAX + 2) / 3) * 4 + 1];
+    size_t n = mcs_meta_base64_encode((const uint8_t *)key, len, b64, sizeof(b64));
+    return n == 0 ? -1 : mcs_buf_append(out, b64, n) | mcs_buf_append(out, " b", 2);
+}
+
+/* The exptime a gat asked for: text token, or the binary request's extras. */
+static int64_t
+gat_exptime(const struct mcs_request *r)
+{
+    int64_t exptime = 0;
+    if (r->proto == MCS_PROTO_BINARY) {
+        const unsigned char *x = (const unsigned char *)mcs_buf_head(&r->kept) + MCS_BIN_HEADER_LEN;
+        exptime = (int64_t)((uint32_t)x[0] << 24 | (uint32_t)x[1] << 16 | (uint32_t)x[2] << 8 | x[3]);
+    } else {
+        number(r->args, r->args_len, &exptime);
+    }
+    return exptime;
+}
+
+static bool
+is_gat(const struct mcs_request *r)
+{
+    return r->cmd == MCS_CMD_GAT || r->cmd == MCS_CMD_GATS;
+}
+
+/* Asks the first usable server of key's targets from index `from` for the
+ * item (`mg <key> v f t c`), for warming server `warming`. */
+static void
+fetch_send(struct mcs_engine *e, struct mcs_request *r, uint32_t key_index, const char *key, size_t len,
+           uint32_t from, uint32_t warming)
+{
+    uint32_t s;
+    if (first_usable(e, key, len, from, &s) < 0) {
+        return;
+    }
+    struct mcs_sub *f = child_new(r, s);
+    struct mcs_buf line = { 0 };
+    if (f == NULL) {
+        return;
+    }
+    f->meta = f->fetch = true;
+    f->key = key_index;
+    f->fill_server = warming;
+    int rc = mcs_buf_append(&line, "mg ", 3) | put_meta_key(&line, key, len) | mcs_buf_append(&line, " v f t c", 8);
+    if (rc == 0 && is_gat(r)) {
+        char t[32];
+        int n = snprintf(t, sizeof(t), " T%" PRId64, gat_exptime(r));
+        rc = mcs_buf_append(&line, t, (size_t)n);
+    }
+    rc |= mcs_buf_append(&line, "\r\n", 2);
+    if (rc == 0) {
+        r->pending++;
+        mcs_backend_send(e, f, r->client_id, mcs_buf_head(&line), mcs_buf_len(&line), NULL, 0);
+    }
+    mcs_buf_free(&line);
+}
+
+/* A warm-up fetch found the item on a copy: it becomes the client's answer,
+ * and is added back to the warming server with its flags and remaining TTL
+ * (`add`: a newer value written meanwhile is never overwritten). */
+static void
+warm_hit(struct mcs_engine *e, struct mcs_sub *sub, const char *data, uint32_t size, uint32_t flags, int64_t ttl,
+         uint64_t cas)
+{
+    struct mcs_request *r = sub->req;
+    size_t klen;
+    const char *key = fetch_key(sub, &klen);
+    if (r->proto == MCS_PROTO_BINARY) {
+        uint8_t base = mcs_bin_op_base(r->bin_opcode);
+        bool with_key = base == MCS_BIN_OP_GETK || base == MCS_BIN_OP_GATK;
+        unsigned char x[4] = { (unsigned char)(flags >> 24), (unsigned char)(flags >> 16), (unsigned char)(flags >> 8),
+                               (unsigned char)flags };
+        struct mcs_bin_msg m = { .opcode = r->bin_opcode, .opaque = r->bin_opaque, .cas = cas,
+                                 .extras = (const char *)x, .extras_len = 4, .key = with_key ? key : NULL,
+                                 .key_len = with_key ? (uint16_t)klen : 0, .value = data, .value_len = size };
+        mcs_buf_reset(&r->out);
+        if (mcs_bin_put_response(&r->out, &m) != 0) {
+            return;
+        }
+        r->bin_status = 0;
+        r->hits = 1;
+    } else {
+        char head[MCS_ASCII_KEY_MAX + 96];
+        bool with_cas = r->cmd == MCS_CMD_GETS || r->cmd == MCS_CMD_GATS;
+        int n = snprintf(head, sizeof(head), with_cas ? "VALUE %.*s %" PRIu32 " %" PRIu32 " %" PRIu64 "\r\n"
+                                                      : "VALUE %.*s %" PRIu32 " %" PRIu32 "\r\n",
+                         (int)klen, key, flags, size, cas);
+        mcs_buf_reset(&sub->resp);
+        if (n <= 0 || (size_t)n >= sizeof(head) || mcs_buf_append(&sub->resp, head, (size_t)n) != 0
+            || mcs_buf_append(&sub->resp, data, (size_t)size + 2) != 0) {
+            mcs_buf_reset(&sub->resp);
+            return;
+        }
+        r->key_sub[sub->key] = sub;
+    }
+    if (ttl == 0 || !usable(e, sub->fill_server)) {
+        return;   /* about to expire, or the warming server left again */
+    }
+    /* remaining TTL; memcached reads more than 30 days as a unix time */
+    int64_t exptime = is_gat(r) ? gat_exptime(r) : ttl < 0 ? 0 : ttl;
+    if (!is_gat(r) && exptime > 2592000) {
+        exptime += (int64_t)time(NULL);
+    }
+    struct mcs_request *f = own_request(e, MCS_REQ_FILL, MCS_CMD_ADD, sub->fill_server, r->client_id);
+    struct mcs_buf line = { 0 };
+    char tail[96];
+    int rc = f == NULL ? -1 : 0;
+    if (rc == 0 && mcs_copy_text_safe(key, klen)) {
+        int n = snprintf(tail, sizeof(tail), " %" PRIu32 " %" PRId64 " %" PRIu32 "\r\n", flags, exptime, size);
+        rc = mcs_buf_append(&line, "add ", 4) | mcs_buf_append(&line, key, klen) | mcs_buf_append(&line, tail, (size_t)n);
+    } else if (rc == 0) {
+        /* a key the text protocol cannot carry: meta, base64, add mode */
+        char b64[((MCS_BIN_KEY_MAX + 2) / 3) * 4 + 1];
+        size_t bn = mcs_meta_base64_encode((const uint8_t *)key, klen, b64, sizeof(b64));
+        int n = snprintf(tail, sizeof(tail), " %" PRIu32 " b F%" PRIu32 " T%" PRId64 " ME\r\n", size, flags, exptime);
+        rc = bn == 0 ? -1 : mcs_buf_append(&line, "ms ", 3) | mcs_buf_append(&line, b64, bn)
+                                | mcs_buf_append(&line, tail, (size_t)n);
+    }
+    if (rc == 0) {
+        mcs_backend_send(e, &f->subs[0], f->client_id, mcs_buf_head(&line), mcs_buf_len(&line), data, (size_t)size + 2);
+    } else if (f != NULL) {
+        mcs_request_free(e, f);
+    }
+    mcs_buf_free(&line);
+}
+
 /* The reply to a warm-up fetch (`mg <key> v f t c`): on a hit, the item is
  * given to the client as a VALUE block and added back to the warming server. */
 enum mcs_resp_status
@@ -492,44 +690,7 @@ mcs_avail_meta_reply(struct mcs_engine *e, struct mcs_sub *sub, const char *p, s
         return MCS_RESP_BAD;
     }
     *used = line + (size_t)size + 2;
-    struct mcs_request *r = sub->req;
-    const char *data = p + line;
-    uint32_t kpos = 0, koff = 0, klen = 0;
-    for (uint32_t i = 0; i <= sub->key && mcs_ascii_next_token(r->keys, &kpos, r->keys_len, &koff, &klen); i++) {
-    }
-    char head[MCS_ASCII_KEY_MAX + 96];
-    bool with_cas = r->cmd == MCS_CMD_GETS || r->cmd == MCS_CMD_GATS;
-    int n = snprintf(head, sizeof(head), with_cas ? "VALUE %.*s %" PRId64 " %" PRId64 " %" PRId64 "\r\n"
-                                                  : "VALUE %.*s %" PRId64 " %" PRId64 "\r\n",
-                     (int)klen, r->keys + koff, flags, size, cas);
-    mcs_buf_reset(&sub->resp);
-    if (n <= 0 || (size_t)n >= sizeof(head) || mcs_buf_append(&sub->resp, head, (size_t)n) != 0
-        || mcs_buf_append(&sub->resp, data, (size_t)size + 2) != 0) {
-        mcs_buf_reset(&sub->resp);
-        return MCS_RESP_OK;
-    }
-    r->key_sub[sub->key] = sub;
-    if (ttl == 0 || !usable(e, sub->fill_server)) {
-        return MCS_RESP_OK;   /* about to expire, or the warming server left again */
-    }
-    /* add back: remaining TTL (memcached reads more than 30 days as a unix time) */
-    int64_t exptime = r->cmd == MCS_CMD_GAT || r->cmd == MCS_CMD_GATS ? 0 : ttl < 0 ? 0 : ttl;
-    if (r->cmd == MCS_CMD_GAT || r->cmd == MCS_CMD_GATS) {
-        number(r->args, r->args_len, &exptime);
-    } else if (exptime > 2592000) {
-        exptime += (int64_t)time(NULL);
-    }
-    struct mcs_request *f = own_request(e, MCS_REQ_FILL, MCS_CMD_ADD, sub->fill_server, r->client_id);
-    if (f == NULL) {
-        return MCS_RESP_OK;
-    }
-    n = snprintf(head, sizeof(head), "add %.*s %" PRId64 " %" PRId64 " %" PRId64 "\r\n", (int)klen, r->keys + koff,
-                 flags, exptime, size);
-    if (n <= 0 || (size_t)n >= sizeof(head)) {
-        mcs_request_free(e, f);
-    } else {
-        mcs_backend_send(e, &f->subs[0], f->client_id, head, (size_t)n, data, (size_t)size + 2);
-    }
+    warm_hit(e, sub, p + line, (uint32_t)size, (uint32_t)flags, ttl, (uint64_t)cas);
     return MCS_RESP_OK;
 }
 
@@ -599,9 +760,7 @@ rejoin_next(struct mcs_engine *e, uint32_t s, bool flush)
         if (!mcs_keylog_take(&srv->missed, &key)) {
             break;
         }
-        if ((mcs_buf_append(&line, "delete ", 7) | mcs_buf_append(&line, mcs_buf_head(&key), mcs_buf_len(&key))
-             | mcs_buf_append(&line, "\r\n", 2))
-            == 0) {
+        if (mcs_copy_delete_line(&line, mcs_buf_head(&key), mcs_buf_len(&key)) == 0) {
             send_line(e, MCS_REQ_REJOIN, MCS_CMD_DELETE, s, 0, mcs_buf_head(&key), mcs_buf_len(&key),
                       mcs_buf_head(&line), mcs_buf_len(&line));
         }
@@ -609,6 +768,10 @@ rejoin_next(struct mcs_engine *e, uint32_t s, bool flush)
     mcs_buf_free(&key);
     mcs_buf_free(&line);
     if (e->rejoin_pending[s] == 0 && server(e, s)->health == MCS_HEALTH_REJOINING) {
+        if (mcs_keylog_overflowed(&srv->missed)) {
+            rejoin_next(e, s, true);   /* the log could not hand its keys over: flush instead */
+            return;
+        }
         mcs_router_rejoined(&e->router, s, e->now_ms);
         mcs_avail_note(e, s, MCS_HEALTH_REJOINING, MCS_FAILURE_COUNT);
     }
@@ -702,7 +865,8 @@ mcs_avail_tick(struct mcs_engine *e)
     e->tick_ms = mcs_router_next_event(&e->router);
 }
 
-/* A new connection to b's server: learn which instance it is, once. */
+/* A new connection to b's server: learn which instance it is, once (over a
+ * text connection, whatever b speaks). */
 void
 mcs_avail_connected(struct mcs_engine *e, struct mcs_backend *b)
 {
@@ -783,16 +947,17 @@ mcs_avail_sub_done(struct mcs_engine *e, struct mcs_sub *sub)
         rejoin_done(e, sub);
         break;
     case MCS_REQ_FILL:
-        if (!sub->failed && mcs_reply_classify(mcs_buf_head(&r->out), mcs_buf_len(&r->out)) == MCS_REPLY_STORED) {
+        if (!sub->failed && (mcs_reply_classify(mcs_buf_head(&r->out), mcs_buf_len(&r->out)) == MCS_REPLY_STORED
+                             || (mcs_buf_len(&r->out) >= 2 && memcmp(mcs_buf_head(&r->out), "HD", 2) == 0))) {
             server(e, sub->server)->stats.warm_fills++;
         }
         break;
     case MCS_REQ_CLIENT:
-        switch (mcs_cmd_route(r->cmd)) {
-        case MCS_ROUTE_KEY:
-            if (r->ntargets == 0) {
-                return false;
-            }
+        if (sub->fetch) {
+            break;   /* a warm-up fetch: its hit was handled as it arrived; a failure leaves the miss */
+        }
+        if (r->ntargets > 0) {
+            /* one key (text storage/delete/arith/touch, or any binary key request) */
             if (sub->failed) {
                 size_t klen;
                 const char *key = kept_key(r, &klen);
@@ -810,15 +975,24 @@ mcs_avail_sub_done(struct mcs_engine *e, struct mcs_sub *sub)
                 }
                 return true;
             }
+            if (r->proto == MCS_PROTO_BINARY && r->bin_status == MCS_BIN_STATUS_KEY_ENOENT
+                && mcs_cmd_route(r->cmd) == MCS_ROUTE_KEYS && mcs_router_warming(&e->router, sub->server, e->now_ms)) {
+                size_t klen;
+                const char *key = kept_key(r, &klen);
+                fetch_send(e, r, 0, key, klen, r->tried + 1u, sub->server);   /* a miss on a warming server */
+                return false;
+            }
             key_copies(e, r);
+            return false;
+        }
+        switch (mcs_cmd_route(r->cmd)) {
+        case MCS_ROUTE_KEY:
             return false;
         case MCS_ROUTE_KEYS:
             if (sub->failed) {
                 uint32_t s = sub->server;
                 mcs_buf_reset(&sub->resp);
                 server(e, s)->stats.failovers += keys_move(e, r, sub);
-            } else if (sub->fetch) {
-                /* the reply was handled as it arrived (mcs_avail_meta_reply) */
             } else if (mcs_router_warming(&e->router, sub->server, e->now_ms)) {
                 keys_warm(e, r, sub);
             }

@@ -91,12 +91,20 @@ backend_connect(struct mcs_engine *e, struct mcs_backend *b)
     return 0;
 }
 
+/* The connection a client's requests of this protocol use to server. */
+struct mcs_backend *
+mcs_backend_of(struct mcs_engine *e, uint32_t server, enum mcs_proto proto, uint64_t client_id)
+{
+    uint32_t conns = e->cfg->connections;
+    return &e->backends[((size_t)server * MCS_PROTO_COUNT + proto) * conns + client_id % conns];
+}
+
 void
 mcs_backend_send(struct mcs_engine *e, struct mcs_sub *sub, uint64_t client_id, const char *a, size_t alen,
                  const char *bytes, size_t blen)
 {
-    uint32_t conns = e->cfg->connections;
-    struct mcs_backend *b = &e->backends[(size_t)sub->server * conns + client_id % conns];
+    /* warm-up fetches are meta requests: text connections, whatever the client speaks */
+    struct mcs_backend *b = mcs_backend_of(e, sub->server, sub->meta ? MCS_PROTO_TEXT : sub->req->proto, client_id);
     struct mcs_server *srv = &e->router.servers[sub->server];
     if (b->state == MCS_BACKEND_CLOSED && backend_connect(e, b) != 0) {
         srv->stats.connect_failures++;
@@ -222,7 +230,14 @@ backend_read(struct mcs_engine *e, struct mcs_backend *b)
             const char *p = mcs_buf_head(&b->in);
             enum mcs_resp_status st;
             bool bad, complete = false;
-            if (sub->meta) {
+            if (b->proto == MCS_PROTO_BINARY) {
+                struct mcs_bin_resp packet;
+                st = mcs_bin_resp_parse(p, mcs_buf_len(&b->in), e->cfg->item_max, &packet);
+                item.len = packet.len;
+                if (st == MCS_RESP_OK) {
+                    complete = mcs_bin_deliver(e, sub, p, &packet);
+                }
+            } else if (sub->meta) {
                 size_t used = 0;
                 st = mcs_avail_meta_reply(e, sub, p, mcs_buf_len(&b->in), &used);
                 item.len = (uint32_t)used;
@@ -234,7 +249,7 @@ backend_read(struct mcs_engine *e, struct mcs_backend *b)
                 break;
             }
             bad = st == MCS_RESP_BAD;
-            if (!bad && !sub->meta) {
+            if (!bad && !sub->meta && b->proto != MCS_PROTO_BINARY) {
                 complete = deliver(e, sub, p, &item, &bad);
             }
             if (bad) {
@@ -375,7 +390,7 @@ mcs_backend_event(struct mcs_engine *e, struct mcs_backend *b, uint32_t events)
 void
 mcs_backend_abort_server(struct mcs_engine *e, uint32_t server)
 {
-    uint32_t conns = e->cfg->connections;
+    uint32_t conns = e->cfg->connections * MCS_PROTO_COUNT;
     for (uint32_t i = 0; i < conns; i++) {
         struct mcs_backend *b = &e->backends[(size_t)server * conns + i];
         if (b->state != MCS_BACKEND_CLOSED) {
@@ -387,7 +402,7 @@ mcs_backend_abort_server(struct mcs_engine *e, uint32_t server)
 void
 mcs_backend_check_timeouts(struct mcs_engine *e)
 {
-    size_t n = e->router.nservers * e->cfg->connections;
+    size_t n = e->router.nservers * MCS_PROTO_COUNT * e->cfg->connections;
     for (size_t i = 0; i < n; i++) {
         struct mcs_backend *b = &e->backends[i];
         if (b->state == MCS_BACKEND_CONNECTING && e->now_ms >= b->connect_deadline_ms) {
@@ -402,7 +417,7 @@ uint64_t
 mcs_backend_next_deadline(const struct mcs_engine *e)
 {
     uint64_t next = UINT64_MAX;
-    size_t n = e->router.nservers * e->cfg->connections;
+    size_t n = e->router.nservers * MCS_PROTO_COUNT * e->cfg->connections;
     for (size_t i = 0; i < n; i++) {
         const struct mcs_backend *b = &e->backends[i];
         if (b->state == MCS_BACKEND_CONNECTING && b->connect_deadline_ms < next) {

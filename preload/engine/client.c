@@ -26,6 +26,8 @@
 static const char reply_all_down[] = "SERVER_ERROR mcshim: no server available\r\n";
 
 static void client_process(struct mcs_engine *e, struct mcs_client *c);
+static void sub_send(struct mcs_engine *e, struct mcs_client *c, struct mcs_sub *sub, const char *a, size_t alen,
+                     const char *b, size_t blen);
 static void client_close(struct mcs_engine *e, struct mcs_client *c);
 
 /* Once closing (or paused), input is no longer read; keep only write interest. */
@@ -158,15 +160,18 @@ mcs_request_new(struct mcs_engine *e, struct mcs_client *c, enum mcs_cmd cmd, ui
 }
 
 /* Moves finished replies at the head of the pipeline to the output buffer. */
-static void stats_build(struct mcs_engine *e, const char *args, size_t args_len, struct mcs_buf *out);
 
-static void
-client_advance(struct mcs_engine *e, struct mcs_client *c)
+void
+mcs_client_advance(struct mcs_engine *e, struct mcs_client *c)
 {
     for (;;) {
         struct mcs_request *r = c->head;
         if (r != NULL && r->cmd == MCS_CMD_STATS && !r->done) {
-            stats_build(e, r->keys, r->keys_len, &r->out);
+            if (r->proto == MCS_PROTO_BINARY) {
+                mcs_bin_stats_build(e, r);
+            } else {
+                mcs_stats_build(e, r->keys, r->keys_len, &r->out);
+            }
             r->done = true;
         }
         if (r == NULL || !r->done) {
@@ -186,8 +191,8 @@ client_advance(struct mcs_engine *e, struct mcs_client *c)
 }
 
 /* Queues bytes answered by the shim itself, after every earlier reply. */
-static void
-client_local_reply(struct mcs_engine *e, struct mcs_client *c, const char *p, size_t n)
+void
+mcs_client_local_reply(struct mcs_engine *e, struct mcs_client *c, const char *p, size_t n)
 {
     if (c->head == NULL) {
         if (mcs_buf_append(&c->out, p, n) != 0) {
@@ -240,7 +245,11 @@ mcs_request_finish(struct mcs_engine *e, struct mcs_request *r)
         mcs_request_free(e, r);
         return;
     }
-    if (mcs_cmd_route(r->cmd) == MCS_ROUTE_KEYS) {
+    if (r->proto == MCS_PROTO_BINARY) {
+        if (mcs_cmd_route(r->cmd) == MCS_ROUTE_ALL && r->hits == 0) {
+            mcs_bin_failed(e, r, 0);   /* no server answered */
+        }
+    } else if (mcs_cmd_route(r->cmd) == MCS_ROUTE_KEYS) {
         if (r->merge) {
             request_merge(e, r);
         }
@@ -251,7 +260,7 @@ mcs_request_finish(struct mcs_engine *e, struct mcs_request *r)
     }
     r->done = true;
     if (r->client != NULL) {
-        client_advance(e, r->client);
+        mcs_client_advance(e, r->client);
     } else {
         mcs_request_free(e, r);
     }
@@ -265,12 +274,19 @@ request_try_next_server(struct mcs_engine *e, struct mcs_sub *sub)
     struct mcs_request *r = sub->req;
     for (uint32_t s = sub->server + 1; s < e->router.nservers; s++) {
         if (mcs_router_usable(&e->router, s, e->now_ms)) {
+            struct mcs_buf line = { 0 };
             const char *name = mcs_cmd_name(r->cmd);
-            char line[32];
-            int n = snprintf(line, sizeof(line), "%s\r\n", name);
+            int rc = r->proto == MCS_PROTO_BINARY ? mcs_bin_request_line(r, &line)
+                                                  : mcs_buf_append(&line, name, strlen(name))
+                                                        | mcs_buf_append(&line, "\r\n", 2);
+            if (rc != 0) {
+                mcs_buf_free(&line);
+                return false;
+            }
             sub->server = s;
             sub->failed = false;
-            mcs_backend_send(e, sub, r->client ? r->client->id : 0, line, (size_t)n, NULL, 0);
+            mcs_backend_send(e, sub, r->client_id, mcs_buf_head(&line), mcs_buf_len(&line), NULL, 0);
+            mcs_buf_free(&line);
             return true;
         }
     }
@@ -284,10 +300,19 @@ mcs_request_sub_done(struct mcs_engine *e, struct mcs_sub *sub)
     if ((e->failover || r->kind != MCS_REQ_CLIENT) && mcs_avail_sub_done(e, sub)) {
         return;
     }
-    if (sub->failed && mcs_cmd_route(r->cmd) == MCS_ROUTE_ANY) {
-        if (request_try_next_server(e, sub)) {
-            return;
+    if (sub->failed && mcs_cmd_route(r->cmd) == MCS_ROUTE_ANY && request_try_next_server(e, sub)) {
+        return;
+    }
+    if (r->proto == MCS_PROTO_BINARY) {
+        if (sub->failed) {
+            mcs_bin_failed(e, r, sub->server);
         }
+        if (--r->pending == 0) {
+            mcs_request_finish(e, r);
+        }
+        return;
+    }
+    if (sub->failed && mcs_cmd_route(r->cmd) == MCS_ROUTE_ANY) {
         mcs_buf_append(&r->out, reply_all_down, sizeof(reply_all_down) - 1);
         e->stats.server_errors++;
         sub->failed = false;
@@ -316,6 +341,12 @@ mcs_request_sub_done(struct mcs_engine *e, struct mcs_sub *sub)
 }
 
 /* Sends sub to its server, or fails it at once if the server is down. */
+void
+mcs_sub_send(struct mcs_engine *e, struct mcs_client *c, struct mcs_sub *sub, const char *p, size_t n)
+{
+    sub_send(e, c, sub, p, n, NULL, 0);
+}
+
 static void
 sub_send(struct mcs_engine *e, struct mcs_client *c, struct mcs_sub *sub, const char *a, size_t alen,
          const char *b, size_t blen)
@@ -539,8 +570,8 @@ dispatch_broadcast(struct mcs_engine *e, struct mcs_client *c, const char *buf, 
 }
 
 /* Builds the shim's own answer to "stats [args]" into out. */
-static void
-stats_build(struct mcs_engine *e, const char *args, size_t args_len, struct mcs_buf *out)
+void
+mcs_stats_build(struct mcs_engine *e, const char *args, size_t args_len, struct mcs_buf *out)
 {
     if (args_len == 0) {
         struct timespec ts;
@@ -571,8 +602,8 @@ dispatch_stats(struct mcs_engine *e, struct mcs_client *c, const char *buf, cons
 {
     if (c->head == NULL) {
         struct mcs_buf out = { 0 };
-        stats_build(e, buf + q->args_off, q->args_len, &out);
-        client_local_reply(e, c, mcs_buf_head(&out), mcs_buf_len(&out));
+        mcs_stats_build(e, buf + q->args_off, q->args_len, &out);
+        mcs_client_local_reply(e, c, mcs_buf_head(&out), mcs_buf_len(&out));
         mcs_buf_free(&out);
         return;
     }
@@ -622,58 +653,71 @@ dispatch(struct mcs_engine *e, struct mcs_client *c, const char *buf, const stru
     }
 }
 
-/* The protocol is told by the first byte, as memcached does. Only ASCII is
- * served so far: a binary client (0x80) is told so in the log and its
- * connection is closed at once, rather than left waiting for a line that
- * never comes. */
-static bool
-client_protocol_ok(struct mcs_engine *e, struct mcs_client *c)
+/* The protocol is told by the first byte, as memcached does: 0x80 is binary,
+ * anything else text. */
+static void
+client_detect(struct mcs_client *c)
 {
-    if (c->started || mcs_buf_len(&c->in) == 0) {
+    if (!c->started && mcs_buf_len(&c->in) > 0) {
+        c->started = true;
+        c->proto = (unsigned char)mcs_buf_head(&c->in)[0] == MCS_BIN_MAGIC_REQ ? MCS_PROTO_BINARY : MCS_PROTO_TEXT;
+    }
+}
+
+/* Parses and dispatches one request of c's protocol. Returns false when more
+ * bytes are needed. */
+static bool
+client_step(struct mcs_engine *e, struct mcs_client *c, const char *buf, size_t len)
+{
+    if (c->proto == MCS_PROTO_BINARY) {
+        struct mcs_bin_req q;
+        enum mcs_bin_result st = mcs_bin_parse(&c->bin_parser, buf, len, e->cfg->item_max, &q);
+        if (st == MCS_BIN_MORE) {
+            return false;
+        }
+        if (st == MCS_BIN_OK) {
+            mcs_bin_dispatch(e, c, buf, &q);
+        } else if (q.status != 0) {
+            struct mcs_buf out = { 0 };
+            e->stats.client_errors++;
+            if (mcs_bin_put_error(&out, q.opcode, q.status, q.opaque) == 0) {
+                mcs_client_local_reply(e, c, mcs_buf_head(&out), mcs_buf_len(&out));
+            }
+            mcs_buf_free(&out);
+        }
+        c->closing = c->closing || st == MCS_BIN_CLOSE;
+        mcs_buf_consume(&c->in, q.len);
         return true;
     }
-    c->started = true;
-    if ((unsigned char)mcs_buf_head(&c->in)[0] != 0x80) {
-        return true;
+    struct mcs_ascii_req q;
+    enum mcs_ascii_status st = mcs_ascii_parse(&c->parser, buf, len, e->cfg->item_max, &q);
+    if (st == MCS_ASCII_MORE) {
+        return false;
     }
-    mcs_log(MCS_LOG_WARN, "binary protocol is not supported yet; closing that connection");
-    e->stats.client_errors++;
-    mcs_buf_reset(&c->in);
-    c->closing = true;
-    return false;
+    if (st == MCS_ASCII_OK) {
+        dispatch(e, c, buf, &q);
+    } else {
+        if (q.reply != NULL) {
+            e->stats.client_errors++;
+            mcs_client_local_reply(e, c, q.reply, strlen(q.reply));
+        }
+        if (st == MCS_ASCII_CLOSE) {
+            c->closing = true;
+        }
+    }
+    mcs_buf_consume(&c->in, q.len);
+    return true;
 }
 
 static void
 client_process(struct mcs_engine *e, struct mcs_client *c)
 {
-    if (!client_protocol_ok(e, c)) {
-        client_stop_reading(e, c);
-        mark_dirty(e, c);
-        return;
-    }
+    client_detect(c);
     while (!c->closing && client_may_read(e, c, false)) {
-        struct mcs_ascii_req q;
-        const char *buf = mcs_buf_head(&c->in);
         size_t len = mcs_buf_len(&c->in);
-        if (len == 0) {
+        if (len == 0 || !client_step(e, c, mcs_buf_head(&c->in), len)) {
             break;
         }
-        enum mcs_ascii_status st = mcs_ascii_parse(&c->parser, buf, len, e->cfg->item_max, &q);
-        if (st == MCS_ASCII_MORE) {
-            break;
-        }
-        if (st == MCS_ASCII_OK) {
-            dispatch(e, c, buf, &q);
-        } else {
-            if (q.reply != NULL) {
-                e->stats.client_errors++;
-                client_local_reply(e, c, q.reply, strlen(q.reply));
-            }
-            if (st == MCS_ASCII_CLOSE) {
-                c->closing = true;
-            }
-        }
-        mcs_buf_consume(&c->in, q.len);
     }
     if (!client_may_read(e, c, false) && !c->paused && !c->closing) {
         c->paused = true;

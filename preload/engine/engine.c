@@ -202,7 +202,7 @@ engine_create(const struct mcs_config *cfg)
         goto error;
     }
     e->failover = e->router.copies || cfg->eject;
-    size_t nb = cfg->nservers * cfg->connections;
+    size_t nb = cfg->nservers * MCS_PROTO_COUNT * cfg->connections;
     e->backends = calloc(nb, sizeof(*e->backends));
     e->rejoin_pending = calloc(cfg->nservers, sizeof(*e->rejoin_pending));
     if (e->backends == NULL || e->rejoin_pending == NULL) {
@@ -210,7 +210,8 @@ engine_create(const struct mcs_config *cfg)
     }
     for (size_t i = 0; i < nb; i++) {
         e->backends[i].fd = -1;
-        e->backends[i].server = (uint32_t)(i / cfg->connections);
+        e->backends[i].server = (uint32_t)(i / cfg->connections / MCS_PROTO_COUNT);
+        e->backends[i].proto = (enum mcs_proto)(i / cfg->connections % MCS_PROTO_COUNT);
     }
     e->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (e->epfd < 0) {

@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "preload/core/ascii.h"
+#include "preload/core/binary.h"
 #include "preload/core/buf.h"
 #include "preload/core/config.h"
 #include "preload/core/replica.h"
@@ -39,6 +40,10 @@
 #define MCS_ENGINE_MAX_QUEUED   (32 * 1024 * 1024) /* bytes waiting to go to servers before all reads pause */
 
 struct mcs_request;
+
+/* The protocol of a client connection (told by its first byte), of a request,
+ * and of a backend connection: memcached fixes it per connection too. */
+enum mcs_proto { MCS_PROTO_TEXT, MCS_PROTO_BINARY, MCS_PROTO_COUNT };
 
 /* Who asked for a request, and so what its completion does. */
 enum mcs_req_kind {
@@ -69,7 +74,11 @@ struct mcs_request {
     struct mcs_client *client;  /* NULL once detached */
     struct mcs_request *parent; /* sync copy: the write that waits for it */
     enum mcs_req_kind kind;
-    enum mcs_cmd cmd;
+    enum mcs_cmd cmd;           /* binary requests: the matching text command (replica.h rules) */
+    enum mcs_proto proto;
+    uint8_t  bin_opcode;        /* binary: the client's opcode (quiet or not) */
+    uint16_t bin_status;        /* binary: the status the server answered */
+    uint32_t bin_opaque;        /* binary: the client's opaque */
     uint64_t client_id;         /* backend connection choice (keeps one client's order per server) */
     uint32_t pending;           /* subs still owed a reply */
     uint32_t nsubs;
@@ -104,6 +113,8 @@ struct mcs_client {
     struct mcs_buf in;
     struct mcs_buf out;
     struct mcs_ascii_parser parser;
+    struct mcs_bin_parser bin_parser;
+    enum mcs_proto proto;
     struct mcs_request *head;   /* pipeline, oldest first */
     struct mcs_request *tail;
     uint32_t inflight;
@@ -122,6 +133,7 @@ enum mcs_backend_state { MCS_BACKEND_CLOSED, MCS_BACKEND_CONNECTING, MCS_BACKEND
 struct mcs_backend {
     int      fd;
     uint32_t server;
+    enum mcs_proto proto;
     enum mcs_backend_state state;
     bool     dirty;             /* out has bytes to flush this loop */
     bool     want_write;
@@ -143,7 +155,7 @@ struct mcs_engine {
     int     *incoming;
     size_t   nincoming;
     size_t   capincoming;
-    struct mcs_backend *backends;   /* nservers * cfg->connections */
+    struct mcs_backend *backends;   /* nservers * MCS_PROTO_COUNT * cfg->connections */
     struct mcs_client *clients;
     struct mcs_client *dirty_clients;
     struct mcs_backend *dirty_backends;
@@ -175,6 +187,10 @@ struct mcs_request *mcs_request_new(struct mcs_engine *e, struct mcs_client *c, 
 void mcs_request_free(struct mcs_engine *e, struct mcs_request *r);
 void mcs_request_finish(struct mcs_engine *e, struct mcs_request *r);
 void mcs_request_send_keys(struct mcs_engine *e, struct mcs_request *r, struct mcs_sub *sub);
+void mcs_sub_send(struct mcs_engine *e, struct mcs_client *c, struct mcs_sub *sub, const char *p, size_t n);
+void mcs_client_local_reply(struct mcs_engine *e, struct mcs_client *c, const char *p, size_t n);
+void mcs_client_advance(struct mcs_engine *e, struct mcs_client *c);
+void mcs_stats_build(struct mcs_engine *e, const char *args, size_t args_len, struct mcs_buf *out);
 void mcs_client_attach(struct mcs_engine *e, int fd);
 void mcs_client_event(struct mcs_engine *e, struct mcs_client *c, uint32_t events);
 void mcs_client_flush(struct mcs_engine *e, struct mcs_client *c);
@@ -184,6 +200,7 @@ void mcs_request_sub_done(struct mcs_engine *e, struct mcs_sub *sub);
 /* avail.c: failover, copies, probes, rejoin, warm-up */
 void mcs_avail_dispatch_key(struct mcs_engine *e, struct mcs_client *c, const char *buf,
                             const struct mcs_ascii_req *q);
+void mcs_avail_dispatch_kept(struct mcs_engine *e, struct mcs_request *r, const char *key, size_t key_len);
 void mcs_avail_dispatch_keys(struct mcs_engine *e, struct mcs_client *c, const char *buf,
                              const struct mcs_ascii_req *q);
 bool mcs_avail_sub_done(struct mcs_engine *e, struct mcs_sub *sub);
@@ -197,7 +214,15 @@ enum mcs_resp_status mcs_avail_meta_reply(struct mcs_engine *e, struct mcs_sub *
                                           size_t *used);
 void mcs_avail_stat(struct mcs_request *r, const char *line, size_t len);
 
+/* binproto.c: binary clients */
+void mcs_bin_dispatch(struct mcs_engine *e, struct mcs_client *c, const char *buf, const struct mcs_bin_req *q);
+bool mcs_bin_deliver(struct mcs_engine *e, struct mcs_sub *sub, const char *p, const struct mcs_bin_resp *resp);
+void mcs_bin_failed(struct mcs_engine *e, struct mcs_request *r, uint32_t server);
+int mcs_bin_request_line(struct mcs_request *r, struct mcs_buf *out);
+void mcs_bin_stats_build(struct mcs_engine *e, struct mcs_request *r);
+
 /* backend.c */
+struct mcs_backend *mcs_backend_of(struct mcs_engine *e, uint32_t server, enum mcs_proto proto, uint64_t client_id);
 void mcs_backend_abort_server(struct mcs_engine *e, uint32_t server);
 void mcs_backend_send(struct mcs_engine *e, struct mcs_sub *sub, uint64_t client_id, const char *a, size_t alen,
                       const char *b, size_t blen);
