@@ -650,3 +650,49 @@ def check_value(tc, key, want, flags, value):
         tc.assertEqual(value, _b(want["value"]), "value of %r on its server" % key)
     if "flags" in want:
         tc.assertEqual(flags, want["flags"], "flags of %r on its server" % key)
+
+
+# ---------------------------------------------------------------------------------------
+# Replica placement: the servers a key's copies go to along the primary ring.
+
+def ring_points_ref(servers, hash_name="md5"):
+    """The ketama continuum of the reference ring above: sorted (point, rank, index)."""
+    srv = _parse_servers(servers)
+    names = [name if name else (host if port == 11211 else "%s:%d" % (host, port)) for host, port, _w, name in srv]
+    order = sorted(range(len(srv)), key=lambda i: (len(names[i].encode()), names[i].encode()))
+    rank = {i: r for r, i in enumerate(order)}
+    total = sum(w for _h, _p, w, _n in srv)
+    points = []
+    for i, (_host, _port, w, _name) in enumerate(srv):
+        pct = _f32(_f32(float(w)) / _f32(float(total)))
+        x = _f32(_f32(_f32(pct * 160.0) / 4.0) * _f32(float(len(srv))))
+        per = int(_f32(x + 0.0000000001) // 1) * 4
+        for k in range(per // 4):
+            label = ("%s-%d" % (names[i], k)).encode()
+            for a in range(4):
+                points.append((_md5_word(label, a), rank[i], i))
+    points.sort()
+    return points
+
+
+def ring_walk_ref(servers, keys, n, hash_name="md5"):
+    """For each key, the first n distinct server indices met walking the ketama
+    continuum clockwise from the key's point: [owner, next distinct, ...]
+    (MCSHIM_REPLICAS=n places a key's copies on exactly these)."""
+    import bisect
+    points = ring_points_ref(servers, hash_name)
+    values = [p[0] for p in points]
+    nservers = len(_parse_servers(servers))
+    n = min(n, nservers)
+    res = []
+    for k in keys:
+        j = bisect.bisect_left(values, _key_hash(hash_name, _b(k)))
+        walk = []
+        for step in range(len(points)):
+            idx = points[(j + step) % len(points)][2]
+            if idx not in walk:
+                walk.append(idx)
+                if len(walk) == n:
+                    break
+        res.append(walk)
+    return res
