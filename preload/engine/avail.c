@@ -93,6 +93,10 @@ answer_oom(struct mcs_engine *e, struct mcs_request *r)
 static const char *
 kept_key(const struct mcs_request *r, size_t *len)
 {
+    if (r->is_meta) {
+        *len = r->keys_len;   /* decoded */
+        return r->keys;
+    }
     *len = r->q.key_len;
     return mcs_buf_head(&r->kept) + r->q.key_off;
 }
@@ -111,7 +115,9 @@ key_send_from(struct mcs_engine *e, struct mcs_request *r, uint32_t from)
             if (i + 1 < r->ntargets) {
                 server(e, s)->stats.failovers++;
             }
-            missed(e, s, key, klen, false);
+            if (r->write) {
+                missed(e, s, key, klen, false);
+            }
             continue;
         }
         struct mcs_sub *sub = &r->subs[0];
@@ -144,6 +150,7 @@ mcs_avail_dispatch_key(struct mcs_engine *e, struct mcs_client *c, const char *b
         return;
     }
     r->q = *q;
+    r->write = true;   /* every text command routed by one key can change data */
     mcs_avail_dispatch_kept(e, r, buf + q->key_off, q->key_len);
 }
 
@@ -155,7 +162,9 @@ mcs_avail_dispatch_kept(struct mcs_engine *e, struct mcs_request *r, const char 
     r->ntargets = (uint8_t)mcs_router_targets(&e->router, key, key_len, r->targets);
     r->pending = 1;   /* held while sending */
     if (!key_send_from(e, r, 0)) {
-        if (r->proto == MCS_PROTO_BINARY) {
+        if (r->is_meta) {
+            mcs_meta_failed(e, r, r->targets[0]);
+        } else if (r->proto == MCS_PROTO_BINARY) {
             mcs_bin_failed(e, r, r->targets[0]);
         } else {
             char line[MCS_HOST_MAX + 96];
@@ -174,10 +183,15 @@ mcs_avail_dispatch_kept(struct mcs_engine *e, struct mcs_request *r, const char 
 static void
 key_copies(struct mcs_engine *e, struct mcs_request *r)
 {
-    enum mcs_reply_class cls = r->proto == MCS_PROTO_BINARY
-                                   ? mcs_bin_reply_class(mcs_bin_op_base(r->bin_opcode), r->bin_status)
-                                   : mcs_reply_classify(mcs_buf_head(&r->out), mcs_buf_len(&r->out));
-    enum mcs_copy_action action = mcs_copy_action(r->cmd, cls);
+    enum mcs_copy_action action;
+    if (r->is_meta) {
+        action = mcs_meta_copy_action(r);
+    } else {
+        enum mcs_reply_class cls = r->proto == MCS_PROTO_BINARY
+                                       ? mcs_bin_reply_class(mcs_bin_op_base(r->bin_opcode), r->bin_status)
+                                       : mcs_reply_classify(mcs_buf_head(&r->out), mcs_buf_len(&r->out));
+        action = mcs_copy_action(r->cmd, cls);
+    }
     if (action == MCS_COPY_NONE) {
         return;
     }
@@ -254,6 +268,9 @@ send_copy(struct mcs_engine *e, struct mcs_request *r, uint32_t s, enum mcs_copy
         c->keys_len = (uint32_t)key_len;
         if (r == NULL || action == MCS_COPY_DELETE) {
             rc = mcs_copy_delete_line(&line, key, key_len);
+        } else if (r->is_meta) {
+            c->subs[0].meta = true;
+            rc = mcs_meta_copy_line(r, action, &line);
         } else if (r->proto == MCS_PROTO_BINARY) {
             c->proto = MCS_PROTO_BINARY;
             rc = copy_packet(action, r, &line);
@@ -594,7 +611,9 @@ warm_hit(struct mcs_engine *e, struct mcs_sub *sub, const char *data, uint32_t s
     struct mcs_request *r = sub->req;
     size_t klen;
     const char *key = fetch_key(sub, &klen);
-    if (r->proto == MCS_PROTO_BINARY) {
+    if (r->is_meta) {
+        /* the client's answer comes from its own request, re-sent to the copy (meta_warm) */
+    } else if (r->proto == MCS_PROTO_BINARY) {
         uint8_t base = mcs_bin_op_base(r->bin_opcode);
         bool with_key = base == MCS_BIN_OP_GETK || base == MCS_BIN_OP_GATK;
         unsigned char x[4] = { (unsigned char)(flags >> 24), (unsigned char)(flags >> 16), (unsigned char)(flags >> 8),
@@ -658,40 +677,15 @@ warm_hit(struct mcs_engine *e, struct mcs_sub *sub, const char *data, uint32_t s
 enum mcs_resp_status
 mcs_avail_meta_reply(struct mcs_engine *e, struct mcs_sub *sub, const char *p, size_t len, size_t *used)
 {
-    const char *eol = memchr(p, '\n', len < 8192 ? len : 8192);
-    if (eol == NULL) {
-        return len >= 8192 ? MCS_RESP_BAD : MCS_RESP_MORE;
-    }
-    size_t line = (size_t)(eol - p) + 1;
-    size_t tl = line - 1 - (line >= 2 && p[line - 2] == '\r');
-    *used = line;
-    if (tl < 2 || memcmp(p, "VA", 2) != 0) {
-        return MCS_RESP_OK;   /* EN, or an error: a miss */
-    }
-    int64_t size = -1, flags = 0, ttl = -1, cas = 0;
-    uint32_t pos = 2, off, tlen;
-    for (unsigned t = 0; mcs_ascii_next_token(p, &pos, (uint32_t)tl, &off, &tlen); t++) {
-        int64_t v;
-        if (t == 0 && number(p + off, tlen, &v)) {
-            size = v;
-        } else if (t > 0 && tlen > 1 && number(p + off + 1, tlen - 1, &v)) {
-            flags = p[off] == 'f' ? v : flags;
-            ttl = p[off] == 't' ? v : ttl;
-            cas = p[off] == 'c' ? v : cas;
+    struct mcs_meta_resp m;
+    enum mcs_resp_status st = mcs_meta_resp_parse(p, len, e->cfg->item_max, &m);
+    if (st == MCS_RESP_OK) {
+        *used = m.len;
+        if (m.code == MCS_META_RESP_VA) {   /* else EN, or an error: a miss */
+            warm_hit(e, sub, p + m.data_off, m.data_len, m.client_flags, m.ttl, m.cas);
         }
     }
-    if (size < 0 || size > (int64_t)e->cfg->item_max) {
-        return MCS_RESP_BAD;
-    }
-    if (len < line + (size_t)size + 2) {
-        return MCS_RESP_MORE;
-    }
-    if (memcmp(p + line + size, "\r\n", 2) != 0) {
-        return MCS_RESP_BAD;
-    }
-    *used = line + (size_t)size + 2;
-    warm_hit(e, sub, p + line, (uint32_t)size, (uint32_t)flags, ttl, (uint64_t)cas);
-    return MCS_RESP_OK;
+    return st;
 }
 
 /* ---- servers: probes, identity, rejoin -------------------------------------------------------- */
@@ -920,6 +914,28 @@ mcs_avail_note(struct mcs_engine *e, uint32_t s, enum mcs_health before, enum mc
     }
 }
 
+/* A plain mg missed on a warming server: the same request is asked of the
+ * next copy (its reply, if a hit, is the client's answer), and the item is
+ * fetched from it to be added back to the warming server. */
+static void
+meta_warm(struct mcs_engine *e, struct mcs_request *r, uint32_t warming)
+{
+    size_t klen;
+    const char *key = kept_key(r, &klen);
+    uint32_t s;
+    if (first_usable(e, key, klen, r->tried + 1u, &s) < 0) {
+        return;
+    }
+    struct mcs_sub *a = child_new(r, s);
+    if (a == NULL) {
+        return;
+    }
+    a->meta = a->fetch = a->answer = true;
+    r->pending++;
+    mcs_backend_send(e, a, r->client_id, mcs_buf_head(&r->kept), mcs_buf_len(&r->kept), NULL, 0);
+    fetch_send(e, r, 0, key, klen, r->tried + 1u, warming);
+}
+
 /* ---- completion ------------------------------------------------------------------------------- */
 
 /* Returns true if the sub was dealt with here (client.c does nothing more). */
@@ -961,7 +977,9 @@ mcs_avail_sub_done(struct mcs_engine *e, struct mcs_sub *sub)
             if (sub->failed) {
                 size_t klen;
                 const char *key = kept_key(r, &klen);
-                missed(e, sub->server, key, klen, true);
+                if (r->write) {
+                    missed(e, sub->server, key, klen, true);
+                }
                 if (r->tried + 1u < r->ntargets) {
                     server(e, sub->server)->stats.failovers++;
                 }
@@ -974,6 +992,11 @@ mcs_avail_sub_done(struct mcs_engine *e, struct mcs_sub *sub)
                     mcs_request_finish(e, r);
                 }
                 return true;
+            }
+            if (r->is_meta && r->meta_cmd == MCS_META_MG && r->meta_code == MCS_META_RESP_EN && !r->write
+                && mcs_router_warming(&e->router, sub->server, e->now_ms)) {
+                meta_warm(e, r, sub->server);
+                return false;
             }
             if (r->proto == MCS_PROTO_BINARY && r->bin_status == MCS_BIN_STATUS_KEY_ENOENT
                 && mcs_cmd_route(r->cmd) == MCS_ROUTE_KEYS && mcs_router_warming(&e->router, sub->server, e->now_ms)) {

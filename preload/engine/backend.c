@@ -239,7 +239,7 @@ backend_read(struct mcs_engine *e, struct mcs_backend *b)
                 }
             } else if (sub->meta) {
                 size_t used = 0;
-                st = mcs_avail_meta_reply(e, sub, p, mcs_buf_len(&b->in), &used);
+                st = mcs_meta_reply(e, sub, p, mcs_buf_len(&b->in), &used);
                 item.len = (uint32_t)used;
                 complete = true;
             } else {

@@ -185,6 +185,9 @@ mcs_bin_dispatch(struct mcs_engine *e, struct mcs_client *c, const char *buf, co
 {
     e->stats.requests++;
     enum mcs_cmd cmd = cmd_of(q->base);
+    if (q->cas != 0 && (cmd == MCS_CMD_SET || cmd == MCS_CMD_REPLACE)) {
+        cmd = MCS_CMD_CAS;   /* a compare-and-swap: a refusal leaves the copies alone (replica.h) */
+    }
     if (q->route == MCS_ROUTE_LOCAL) {
         dispatch_local(e, c, buf, q);
         return;
@@ -208,6 +211,7 @@ mcs_bin_dispatch(struct mcs_engine *e, struct mcs_client *c, const char *buf, co
     r->bin_opcode = q->opcode;
     r->bin_opaque = q->opaque;
     r->nkeys = is_read(q->base);
+    r->write = !is_read(q->base) || q->base == MCS_BIN_OP_GAT || q->base == MCS_BIN_OP_GATK;
     r->q.len = (uint32_t)mcs_buf_len(&pkt);
     r->q.key_off = MCS_BIN_HEADER_LEN + q->extras_len;
     r->q.key_len = q->key_len;

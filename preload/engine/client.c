@@ -303,8 +303,10 @@ mcs_request_sub_done(struct mcs_engine *e, struct mcs_sub *sub)
     if (sub->failed && mcs_cmd_route(r->cmd) == MCS_ROUTE_ANY && request_try_next_server(e, sub)) {
         return;
     }
-    if (r->proto == MCS_PROTO_BINARY) {
-        if (sub->failed) {
+    if (r->proto == MCS_PROTO_BINARY || r->is_meta) {
+        if (sub->failed && r->is_meta) {
+            mcs_meta_failed(e, r, sub->server);
+        } else if (sub->failed) {
             mcs_bin_failed(e, r, sub->server);
         }
         if (--r->pending == 0) {
@@ -688,6 +690,27 @@ client_step(struct mcs_engine *e, struct mcs_client *c, const char *buf, size_t 
         c->closing = c->closing || st == MCS_BIN_CLOSE;
         mcs_buf_consume(&c->in, q.len);
         return true;
+    }
+    /* A rejected value still being skipped belongs to the parser that rejected it. */
+    bool more = false;
+    if (c->meta_parser.swallow > 0 || (c->parser.swallow == 0 && mcs_meta_detect(buf, len, &more))) {
+        struct mcs_meta_req mq;
+        enum mcs_meta_status st = mcs_meta_parse(&c->meta_parser, buf, len, e->cfg->item_max, &mq);
+        if (st == MCS_META_MORE) {
+            return false;
+        }
+        if (st == MCS_META_OK) {
+            mcs_meta_dispatch(e, c, buf, &mq);
+        } else if (mq.reply != NULL) {
+            e->stats.client_errors++;
+            mcs_client_local_reply(e, c, mq.reply, strlen(mq.reply));
+        }
+        c->closing = c->closing || st == MCS_META_CLOSE;
+        mcs_buf_consume(&c->in, mq.len);
+        return true;
+    }
+    if (more) {
+        return false;
     }
     struct mcs_ascii_req q;
     enum mcs_ascii_status st = mcs_ascii_parse(&c->parser, buf, len, e->cfg->item_max, &q);

@@ -29,6 +29,7 @@
 #include "preload/core/binary.h"
 #include "preload/core/buf.h"
 #include "preload/core/config.h"
+#include "preload/core/meta.h"
 #include "preload/core/replica.h"
 #include "preload/core/router.h"
 #include "preload/core/stats.h"
@@ -66,6 +67,7 @@ struct mcs_sub {
     bool     failed;
     bool     meta;              /* the server answers in the meta protocol (warm-up fetch) */
     bool     fetch;             /* warm-up fetch of one key from a copy */
+    bool     answer;            /* warm-up of a meta request: the copy's reply is the client's answer */
     struct mcs_buf resp;        /* merged get: this server's VALUE items */
 };
 
@@ -79,6 +81,11 @@ struct mcs_request {
     uint8_t  bin_opcode;        /* binary: the client's opcode (quiet or not) */
     uint16_t bin_status;        /* binary: the status the server answered */
     uint32_t bin_opaque;        /* binary: the client's opaque */
+    bool     write;             /* one key: the request may change data (its copies follow replica.h) */
+    bool     is_meta;           /* a meta command (mg ms md ma me): key decoded in keys */
+    bool     meta_quiet;        /* meta: the client sent q */
+    uint8_t  meta_cmd;          /* meta: enum mcs_meta_cmd */
+    uint8_t  meta_code;         /* meta: enum mcs_meta_resp_code the server answered */
     uint64_t client_id;         /* backend connection choice (keeps one client's order per server) */
     uint32_t pending;           /* subs still owed a reply */
     uint32_t nsubs;
@@ -114,6 +121,7 @@ struct mcs_client {
     struct mcs_buf out;
     struct mcs_ascii_parser parser;
     struct mcs_bin_parser bin_parser;
+    struct mcs_meta_parser meta_parser;
     enum mcs_proto proto;
     struct mcs_request *head;   /* pipeline, oldest first */
     struct mcs_request *tail;
@@ -220,6 +228,15 @@ bool mcs_bin_deliver(struct mcs_engine *e, struct mcs_sub *sub, const char *p, c
 void mcs_bin_failed(struct mcs_engine *e, struct mcs_request *r, uint32_t server);
 int mcs_bin_request_line(struct mcs_request *r, struct mcs_buf *out);
 void mcs_bin_stats_build(struct mcs_engine *e, struct mcs_request *r);
+
+/* metaproto.c: meta commands on text connections */
+bool mcs_meta_detect(const char *buf, size_t len, bool *more);
+void mcs_meta_dispatch(struct mcs_engine *e, struct mcs_client *c, const char *buf, const struct mcs_meta_req *q);
+enum mcs_resp_status mcs_meta_reply(struct mcs_engine *e, struct mcs_sub *sub, const char *p, size_t len,
+                                    size_t *used);
+void mcs_meta_failed(struct mcs_engine *e, struct mcs_request *r, uint32_t server);
+enum mcs_copy_action mcs_meta_copy_action(const struct mcs_request *r);
+int mcs_meta_copy_line(const struct mcs_request *r, enum mcs_copy_action action, struct mcs_buf *out);
 
 /* backend.c */
 struct mcs_backend *mcs_backend_of(struct mcs_engine *e, uint32_t server, enum mcs_proto proto, uint64_t client_id);

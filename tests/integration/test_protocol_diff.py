@@ -123,8 +123,8 @@ CASES = [
     ("bad_command_line", [S(b"set k abc 0 1\r\nx\r\nset k 0 0 -1\r\nset k 0 0\r\nset k 0 0 1 garbage\r\na\r\n"
                             b"set k 0 0 1 noreply extra\r\na\r\nget k\r\n")], {}),
     ("unknown_command", [S(b"foo bar\r\nGET k\r\nstat\r\n")], {}),
-    # docs/protocol.md: meta commands are the next milestone; until then "anything else: ERROR".
-    ("meta_noop", [S(b"mn\r\n")], {"shim": [b"ERROR\r\n"]}),
+    # meta commands are served (test_meta.py has the rest): mn answers in pipeline order
+    ("meta_noop", [S(b"mn\r\n")], {}),
     ("empty_line", [S(b"\r\n\n  \r\n")], {}),
     ("key_control_bytes", [S(b"set k\x01\x7f 0 0 1\r\na\r\nget k\x01\x7f\r\n")], {}),
     ("key_with_cr", [S(b"set k\rx 0 0 1\r\na\r\nget k\rx\r\n")], {}),
