@@ -168,7 +168,9 @@ dispatch_local(struct mcs_engine *e, struct mcs_client *c, const char *buf, cons
         r->proto = MCS_PROTO_BINARY;
         r->bin_opcode = q->opcode;
         r->bin_opaque = q->opaque;
-        memcpy(r->keys, buf + q->key_off, q->key_len);
+        if (q->key_len > 0) {
+            memcpy(r->keys, buf + q->key_off, q->key_len);
+        }
         r->keys_len = q->key_len;
         mcs_client_advance(e, c);
         break;
