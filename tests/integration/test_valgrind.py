@@ -17,9 +17,9 @@ VALGRIND = shutil.which("valgrind")
 @unittest.skipIf(harness.SANITIZE or VALGRIND is None, "valgrind not usable in this build")
 class ValgrindTest(harness.ClusterTest):
 
-    def valgrind(self, args, timeout=240):
+    def valgrind(self, args, timeout=240, extra=None):
         log = os.path.join(self.tmp, "vg.log")
-        env = self.env({"MCSHIM_TIMEOUT_MS": "5000"})
+        env = self.env(dict({"MCSHIM_TIMEOUT_MS": "5000"}, **(extra or {})))
         p = harness.run([VALGRIND, "-q", "--error-exitcode=99", "--leak-check=full",
                          "--show-leak-kinds=definite", "--errors-for-leak-kinds=definite",
                          "--log-file=" + log] + args,
@@ -34,6 +34,13 @@ class ValgrindTest(harness.ClusterTest):
 
     def test_memccapable_ascii(self):
         p = self.valgrind(["memccapable", "-a", "-h", "127.0.0.1", "-p", str(self.intercept_port)])
+        out = p.stdout.decode()
+        self.assertIn("All tests passed", out, out[-2000:])
+
+    def test_memccapable_binary_with_replicas(self):
+        """The binary protocol and the copy paths (MCSHIM_REPLICAS=2)."""
+        p = self.valgrind(["memccapable", "-b", "-h", "127.0.0.1", "-p", str(self.intercept_port)],
+                          extra={"MCSHIM_REPLICAS": "2"})
         out = p.stdout.decode()
         self.assertIn("All tests passed", out, out[-2000:])
 
