@@ -5,6 +5,8 @@
 
 #include <string.h>
 
+#include "preload/core/meta.h"
+
 static const char *const action_names[] = {
 #define MCS_COPY_NAME(id, name) name,
     MCS_COPY_ACTION_LIST(MCS_COPY_NAME)
@@ -189,7 +191,8 @@ mcs_bin_reply_class(uint8_t base_opcode, uint16_t status)
     case MCS_BIN_STATUS_KEY_ENOENT:
         return MCS_REPLY_NOT_FOUND;
     case MCS_BIN_STATUS_KEY_EEXISTS:
-        return MCS_REPLY_EXISTS;
+        /* a binary add of an existing key answers EXISTS where text says NOT_STORED */
+        return base_opcode == MCS_BIN_OP_ADD ? MCS_REPLY_NOT_STORED : MCS_REPLY_EXISTS;
     case MCS_BIN_STATUS_NOT_STORED:
         return MCS_REPLY_NOT_STORED;
     default:
@@ -215,22 +218,15 @@ mcs_copy_text_safe(const char *key, size_t len)
 int
 mcs_copy_delete_line(struct mcs_buf *out, const char *key, size_t len)
 {
-    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     size_t before = mcs_buf_len(out);
     int rc;
     if (mcs_copy_text_safe(key, len)) {
         rc = mcs_buf_append(out, "delete ", 7) | mcs_buf_append(out, key, len) | mcs_buf_append(out, "\r\n", 2);
     } else {
-        rc = mcs_buf_append(out, "md ", 3);
-        const unsigned char *k = (const unsigned char *)key;
-        for (size_t i = 0; i < len && rc == 0; i += 3) {
-            uint32_t v = (uint32_t)k[i] << 16 | (i + 1 < len ? (uint32_t)k[i + 1] << 8 : 0)
-                         | (i + 2 < len ? k[i + 2] : 0);
-            char q[4] = { b64[v >> 18 & 63], b64[v >> 12 & 63], i + 1 < len ? b64[v >> 6 & 63] : '=',
-                          i + 2 < len ? b64[v & 63] : '=' };
-            rc |= mcs_buf_append(out, q, 4);
-        }
-        rc |= mcs_buf_append(out, " b\r\n", 4);
+        char b64[((MCS_BIN_KEY_MAX + 2) / 3) * 4 + 1];
+        size_t n = mcs_meta_base64_encode((const uint8_t *)key, len, b64, sizeof(b64));
+        rc = n == 0 ? -1
+                    : mcs_buf_append(out, "md ", 3) | mcs_buf_append(out, b64, n) | mcs_buf_append(out, " b\r\n", 4);
     }
     if (rc != 0) {
         out->end = out->start + before;

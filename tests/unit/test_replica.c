@@ -118,6 +118,57 @@ test_build(void **state)
     expect_build("set k 0 0 1\r\na\r\n", MCS_COPY_NONE, NULL, NULL);
 }
 
+/* Binary statuses in the terms of the text rule. */
+static void
+test_bin_classes(void **state)
+{
+    (void)state;
+    assert_int_equal(mcs_bin_reply_class(MCS_BIN_OP_SET, 0), MCS_REPLY_STORED);
+    assert_int_equal(mcs_bin_reply_class(MCS_BIN_OP_GET, 0), MCS_REPLY_STORED);   /* a hit */
+    assert_int_equal(mcs_bin_reply_class(MCS_BIN_OP_DELETE, 0), MCS_REPLY_DELETED);
+    assert_int_equal(mcs_bin_reply_class(MCS_BIN_OP_INCREMENT, 0), MCS_REPLY_NUMBER);
+    assert_int_equal(mcs_bin_reply_class(MCS_BIN_OP_TOUCH, 0), MCS_REPLY_TOUCHED);
+    assert_int_equal(mcs_bin_reply_class(MCS_BIN_OP_REPLACE, MCS_BIN_STATUS_KEY_ENOENT), MCS_REPLY_NOT_FOUND);
+    assert_int_equal(mcs_bin_reply_class(MCS_BIN_OP_SET, MCS_BIN_STATUS_KEY_EEXISTS), MCS_REPLY_EXISTS);
+    assert_int_equal(mcs_bin_reply_class(MCS_BIN_OP_ADD, MCS_BIN_STATUS_KEY_EEXISTS), MCS_REPLY_NOT_STORED);
+    assert_int_equal(mcs_bin_reply_class(MCS_BIN_OP_APPEND, MCS_BIN_STATUS_NOT_STORED), MCS_REPLY_NOT_STORED);
+    assert_int_equal(mcs_bin_reply_class(MCS_BIN_OP_SET, MCS_BIN_STATUS_E2BIG), MCS_REPLY_ERROR);
+    /* so an add refused by the primary leaves the copies alone, as in text */
+    assert_int_equal(mcs_copy_action(MCS_CMD_ADD, mcs_bin_reply_class(MCS_BIN_OP_ADD, MCS_BIN_STATUS_KEY_EEXISTS)),
+                     MCS_COPY_NONE);
+}
+
+/* Keys the text protocol can carry are deleted in text, others with a base64 meta md. */
+static void
+test_delete_line(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *key;
+        size_t len;
+        const char *want;
+    } rows[] = {
+        { "abc", 3, "delete abc\r\n" },
+        { "a b", 3, "md YSBi b\r\n" },
+        { "\x00", 1, "md AA== b\r\n" },
+        { "ab\x7f\n", 4, "md YWJ/Cg== b\r\n" },
+        { "\xff\xfe\xfd", 3, "delete \xff\xfe\xfd\r\n" },   /* high bytes are fine in text keys */
+        { "\x01\xff", 2, "md Af8= b\r\n" },
+    };
+    for (size_t i = 0; i < NELEM(rows); i++) {
+        struct mcs_buf out = { 0 };
+        assert_int_equal(mcs_copy_delete_line(&out, rows[i].key, rows[i].len), 0);
+        assert_int_equal(mcs_buf_len(&out), strlen(rows[i].want));
+        assert_memory_equal(mcs_buf_head(&out), rows[i].want, strlen(rows[i].want));
+        mcs_buf_free(&out);
+    }
+    char k251[251];
+    memset(k251, 'k', sizeof(k251));
+    assert_false(mcs_copy_text_safe(k251, 251));
+    assert_true(mcs_copy_text_safe(k251, 250));
+    assert_false(mcs_copy_text_safe(k251, 0));
+}
+
 int
 main(void)
 {
@@ -125,6 +176,8 @@ main(void)
         cmocka_unit_test(test_classify),
         cmocka_unit_test(test_actions),
         cmocka_unit_test(test_build),
+        cmocka_unit_test(test_bin_classes),
+        cmocka_unit_test(test_delete_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
