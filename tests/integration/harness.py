@@ -638,6 +638,32 @@ class ClusterTest(unittest.TestCase):
         self.assertGreaterEqual(len(used), want, "keys %r all on servers %r" % (keys[:8], used))
 
 
+class ToolFiles:
+    """Mixin for a ClusterTest that runs the libmemcached CLI tools (memccp, memccat, ...):
+    files written to the class's tmp dir, and tool() to run one against the intercept
+    address with the test's environment."""
+
+    tool_flags = ()  # options every tool call gets before --servers (e.g. "--binary")
+
+    @staticmethod
+    def small_files(prefix, n):
+        """{"<prefix>-small-NN.txt": a few short lines} for NN in 0..n-1."""
+        return {"%s-small-%02d.txt" % (prefix, i): ("file %d\n" % i).encode() * (i + 1) for i in range(n)}
+
+    def write_files(self, contents):
+        """Writes {name: bytes} into the tmp dir; sets self.files = {name: (path, bytes)}."""
+        self.files = {}
+        for name, data in contents.items():
+            path = os.path.join(self.tmp, name)
+            with open(path, "wb") as f:
+                f.write(data)
+            self.files[name] = (path, data)
+
+    def tool(self, *args, check=True, timeout=30):
+        return run(list(args) + list(self.tool_flags) + ["--servers=" + self.intercept], self.env(), timeout=timeout,
+                   check=check)
+
+
 def check_value(tc, key, want, flags, value):
     if isinstance(want, (bytes, str)):
         tc.assertEqual(value, _b(want), "value of %r on its server" % key)

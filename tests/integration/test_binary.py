@@ -17,6 +17,7 @@ A connection whose first byte is 0x80 speaks binary, as with memcached. What is 
        request's opaque) is compared (the shim answers stat itself, as in ASCII);
      - the connection ending with EOF or with a reset (both: closed).
    Keys a case leaves behind must be on the server the ring names and nowhere else.
+   (The scaffolding, shared with test_protocol_diff.py and test_meta.py: difftest.py.)
    Cases where memcached 1.6.18 is buggy are left out (see BUGS below).
 3. pylibmc with binary=True (default behaviors, and tcp_nodelay + no_block) under the
    shim over 4 primaries + 2 backups: every command round trip, placement on primary
@@ -55,13 +56,13 @@ import subprocess
 import time
 import unittest
 
+import difftest
 import harness
 import binclient as B  # noqa: E402 (clients/, put on sys.path by harness)
-import metaraw  # noqa: E402
+from difftest import S
 
 MEMCCAPABLE = shutil.which("memccapable") or "/usr/bin/memccapable"
 PYLIBMC_CLIENT = os.path.join(harness.CLIENTS, "pylibmc_binclient.py")
-BIN_CLIENT = os.path.join(harness.CLIENTS, "binclient.py")
 
 # ---------------------------------------------------------------------------------------
 # 1. memccapable
@@ -115,10 +116,6 @@ def P(opcode, key=b"", extras=b"", value=b"", cas=0, opaque=None, **kw):
     """A request packet with the next distinct opaque (unless given)."""
     return B.pkt(opcode, key=key, extras=extras, value=value, cas=cas,
                  opaque=next(_opaque) if opaque is None else opaque, **kw)
-
-
-def S(data, eof=False):
-    return {"data": data, "eof": eof}
 
 
 SX = B.set_extras
@@ -313,34 +310,31 @@ def normalize(reply):
             "timeout": reply["status"] == "timeout"}
 
 
-class BinaryDiffTest(harness.ClusterTest):
+def decode(reply):
+    """A reply of binclient.py's JSON as binclient.exchange returns it."""
+    return {"packets": [base64.b64decode(p) for p in reply["packets"]], "rest": base64.b64decode(reply["rest"]),
+            "status": reply["status"], "closed": reply["closed"]}
 
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.direct = harness.Memcached()
 
-    @classmethod
-    def tearDownClass(cls):
-        cls.direct.stop()
-        super().tearDownClass()
+class BinaryDiffTest(difftest.DiffTest):
 
-    def run_direct(self, steps, trickle):
-        self.direct.flush()
-        return B.exchange(self.direct.addr, steps, timeout=harness.scaled(5), trickle=trickle)
+    script = "binclient.py"
+    exchange = staticmethod(B.exchange)
+    normalize = staticmethod(normalize)
+    decode = staticmethod(decode)
 
-    def run_shim(self, steps, trickle):
-        self.cluster.flush()
-        req = {"steps": [{"data": base64.b64encode(s["data"]).decode(), "eof": s["eof"]} for s in steps],
-               "timeout": harness.scaled(5), "trickle": trickle}
-        res = harness.run_json([harness.PY, BIN_CLIENT, self.intercept], self.env(), timeout=60,
-                               input=json.dumps(req).encode())
-        return [{"packets": [base64.b64decode(p) for p in r["packets"]], "rest": base64.b64decode(r["rest"]),
-                 "status": r["status"], "closed": r["closed"]} for r in res["replies"]]
+    def check_direct(self, reply):
+        self.assertFalse(reply["timeout"], "direct memcached timed out: the case itself is broken")
+
+    def count_message(self, want, got):
+        return ("steps run (a step that ends the connection ends the case): direct %s, shim %s"
+                % ([r["closed"] for r in want], [r["closed"] for r in got]))
+
+    def describe(self, want, got):
+        return _diff(want, got)
 
     def test_cases_count(self):
-        self.assertGreaterEqual(len(CASES), 50)
-        self.assertEqual(len(set(c[0] for c in CASES)), len(CASES))
+        self.assert_cases(CASES, 50)
         # every opcode of the contract is exercised by some case
         sent = set()
         for _n, steps, _o in CASES:
@@ -376,37 +370,6 @@ class BinaryDiffTest(harness.ClusterTest):
         self.assertEqual(plain[b"get_misses"], b"1")
         self.assertEqual(mine.get(b"servers"), b"4")
 
-    def holders_b(self, key):
-        """Indices of the servers holding key (any bytes), asked with meta base64."""
-        return [i for i, m in enumerate(self.cluster.nodes)
-                if key in metaraw.probe(m.host, m.port, [key], timeout=harness.scaled(2))]
-
-
-def _make(name, steps, opts):
-    def test(self):
-        trickle = opts.get("trickle", 0)
-        want = [normalize(r) for r in self.run_direct(steps, trickle)]
-        for r in want:
-            self.assertFalse(r["timeout"], "direct memcached timed out: the case itself is broken")
-        got = [normalize(r) for r in self.run_shim(steps, trickle)]
-        self.assertEqual(len(got), len(want), "steps run (a step that ends the connection ends the case): "
-                         "direct %s, shim %s" % ([r["closed"] for r in want], [r["closed"] for r in got]))
-        for i, (g, w) in enumerate(zip(got, want)):
-            if g != w:
-                self.fail("%s step %d differs\n%s" % (name, i, _diff(w, g)))
-        if opts.get("ring"):
-            self.assert_on_ring(opts["ring"])
-        if opts.get("absent"):
-            self.assert_absent(opts["absent"])
-        if opts.get("ring_b"):
-            keys = opts["ring_b"]
-            # keys with CR/LF cannot go through mcshim_ring's line input: the reference ring
-            owners = [0] * len(keys) if harness.DIRECT else harness.ring_owner_ref(self.cluster.servers, keys)
-            for k, o in zip(keys, owners):
-                self.assertEqual(self.holders_b(k), [o], "key %r" % k)
-    test.__name__ = "test_%s" % name
-    return test
-
 
 def _diff(w, g):
     lines = []
@@ -430,8 +393,7 @@ def _short(p):
     return p if p is None else tuple(x[:80] if isinstance(x, bytes) else x for x in p)
 
 
-for _name, _steps, _opts in CASES:
-    setattr(BinaryDiffTest, "test_%s" % _name, _make(_name, _steps, _opts))
+difftest.add_cases(BinaryDiffTest, CASES)
 
 
 # ---------------------------------------------------------------------------------------
@@ -602,25 +564,17 @@ class PylibmcBinaryTest(BackupPoolTest):
         self.failover("nodelay_noblock")
 
 
-class ToolsBinaryTest(BackupPoolTest):
+class ToolsBinaryTest(harness.ToolFiles, BackupPoolTest):
+
+    tool_flags = ("--binary",)
 
     def setUp(self):
         super().setUp()
-        self.files = {}
         rnd = random.Random(5)
         contents = {"btool-text.txt": b"hello binary\n", "btool-empty.txt": b"",
                     "btool-bin.dat": bytes(rnd.getrandbits(8) for _ in range(200000))}
-        for i in range(16):
-            contents["btool-small-%02d.txt" % i] = ("file %d\n" % i).encode() * (i + 1)
-        for name, data in contents.items():
-            path = os.path.join(self.tmp, name)
-            with open(path, "wb") as f:
-                f.write(data)
-            self.files[name] = (path, data)
-
-    def tool(self, *args, check=True, timeout=30):
-        return harness.run(list(args) + ["--binary", "--servers=" + self.intercept], self.env(), timeout=timeout,
-                           check=check)
+        contents.update(self.small_files("btool", 16))
+        self.write_files(contents)
 
     def cat_all(self, names):
         for name in names:

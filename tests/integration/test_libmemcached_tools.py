@@ -6,7 +6,6 @@ bytes and flags). memcdump needs `stats items`/`lru_crawler metadump`, which a r
 does not merge (docs/protocol.md: `stats <other>` -> ERROR): it must fail cleanly and fast.
 """
 import hashlib
-import os
 import random
 import time
 import unittest
@@ -14,11 +13,10 @@ import unittest
 import harness
 
 
-class ToolsTest(harness.ClusterTest):
+class ToolsTest(harness.ToolFiles, harness.ClusterTest):
 
     def setUp(self):
         super().setUp()
-        self.files = {}
         rnd = random.Random(11)
         contents = {
             "tool-text.txt": b"hello world\nsecond line\n",
@@ -26,16 +24,8 @@ class ToolsTest(harness.ClusterTest):
             "tool-bin.dat": bytes(rnd.getrandbits(8) for _ in range(300000)),
             "tool-900k.dat": (b"\r\nEND\r\n" + bytes(range(256))) * 3500,
         }
-        for i in range(12):
-            contents["tool-small-%02d.txt" % i] = ("file %d\n" % i).encode() * (i + 1)
-        for name, data in contents.items():
-            path = os.path.join(self.tmp, name)
-            with open(path, "wb") as f:
-                f.write(data)
-            self.files[name] = (path, data)
-
-    def tool(self, *args, check=True, timeout=30):
-        return harness.run(list(args) + ["--servers=" + self.intercept], self.env(), timeout=timeout, check=check)
+        contents.update(self.small_files("tool", 12))
+        self.write_files(contents)
 
     def copy_all(self, *opts):
         self.tool("memccp", *opts, *[p for p, _ in self.files.values()])

@@ -34,8 +34,10 @@ import subprocess
 import time
 import unittest
 
+import difftest
 import harness
 import metaraw  # noqa: E402 (clients/, put on sys.path by harness)
+from difftest import S
 
 CLIENT = os.path.join(harness.CLIENTS, "metaraw.py")
 
@@ -70,14 +72,6 @@ def normalize(reply):
         if data is not None:
             out.append(data + b"\r\n")
     return b"".join(out)
-
-
-def S(data):
-    return {"data": data}
-
-
-def EOF(data):
-    return {"data": data, "eof": True}
 
 
 def keys_n(prefix, n):
@@ -233,64 +227,16 @@ CASES = [
 ]
 
 
-class AnyKeyChecks:
-    """Placement checks for keys of any bytes (read with meta base64 on every server)."""
+class MetaDiffTest(difftest.DiffTest):
 
-    def holders(self, keys):
-        """{key: [indices of the servers holding it]} for keys of any bytes."""
-        res = {k: [] for k in keys}
-        for i, m in enumerate(self.cluster.nodes):
-            if m.proc is None:
-                continue
-            for k in metaraw.probe(m.host, m.port, keys, timeout=harness.scaled(2)):
-                res[k].append(i)
-        return res
-
-    def owners_b(self, keys):
-        """Ring owners of keys of any bytes. mcshim_ring reads one key per line and
-        answers key<TAB>index, so keys with a TAB, CR or LF go to the reference ring
-        (the two agree: test_ketama_nutcracker.py)."""
-        if harness.DIRECT:
-            return [0] * len(keys)
-        odd = [k for k in keys if any(c in k for c in b"\t\r\n")]
-        plain = [k for k in keys if k not in odd]
-        owner = dict(zip(odd, harness.ring_owner_ref(self.cluster.servers, odd)))
-        owner.update(zip(plain, harness.ring_owner(self.cluster.servers, plain) if plain else []))
-        return [owner[k] for k in keys]
-
-    def assert_on_ring_b(self, keys):
-        found = self.holders(keys)
-        for k, o in zip(keys, self.owners_b(keys)):
-            self.assertEqual(found[k], [o], "key %r: on servers %s, ring says %d" % (k, found[k], o))
-
-
-class MetaDiffTest(AnyKeyChecks, harness.ClusterTest):
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.direct = harness.Memcached()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.direct.stop()
-        super().tearDownClass()
-
-    def run_direct(self, steps, trickle):
-        self.direct.flush()
-        return metaraw.exchange(self.direct.addr, steps, timeout=harness.scaled(5), trickle=trickle)
-
-    def run_shim(self, steps, trickle):
-        self.cluster.flush()
-        req = {"steps": [{"data": base64.b64encode(s["data"]).decode(), "eof": s.get("eof", False)} for s in steps],
-               "timeout": harness.scaled(5), "trickle": trickle}
-        res = harness.run_json([harness.PY, CLIENT, self.intercept], self.env(), timeout=60,
-                               input=json.dumps(req).encode())
-        return [base64.b64decode(r) for r in res["replies"]]
+    script = "metaraw.py"
+    exchange = staticmethod(metaraw.exchange)
+    normalize = staticmethod(normalize)
+    broken = difftest.DiffTest.broken + ((b"<SENTINEL-NOT-STORED>", "the case broke the sentinel"),)
+    shown = 800
 
     def test_cases_count(self):
-        self.assertGreaterEqual(len(CASES), 40)
-        self.assertEqual(len(set(c[0] for c in CASES)), len(CASES))
+        self.assert_cases(CASES, 40)
 
     def test_normalize(self):
         # the normalisation touches reply lines only, never data blocks
@@ -301,49 +247,18 @@ class MetaDiffTest(AnyKeyChecks, harness.ClusterTest):
         self.assertEqual(normalize(b"HD t100\r\n"), normalize(b"HD t96\r\n"))
 
 
-def _make(name, steps, opts):
-    def test(self):
-        trickle = opts.get("trickle", 0)
-        want = [normalize(r) for r in self.run_direct(steps, trickle)]
-        for r in want:
-            self.assertNotIn(b"<TIMEOUT>", r, "direct memcached timed out: the case itself is broken")
-            self.assertNotIn(b"<SENTINEL-NOT-STORED>", r, "the case broke the sentinel")
-        got = [normalize(r) for r in self.run_shim(steps, trickle)]
-        self.assertEqual(len(got), len(want), "replies per step")
-        for i, (g, w) in enumerate(zip(got, want)):
-            if g != w:
-                self.fail("%s step %d differs\n direct: %r\n shim:   %r" % (name, i, _short(w), _short(g)))
-        if opts.get("ring"):
-            self.assert_on_ring(opts["ring"])
-        if opts.get("absent"):
-            self.assert_absent(opts["absent"])
-        if opts.get("ring_b"):
-            self.assert_on_ring_b(opts["ring_b"])
-    test.__name__ = "test_%s" % name
-    return test
-
-
-def _short(b, n=800):
-    if len(b) <= n:
-        return b
-    return b[:n // 2] + b"...<%d bytes>..." % (len(b) - n) + b[-n // 2:]
-
-
-for _name, _steps, _opts in CASES:
-    setattr(MetaDiffTest, "test_%s" % _name, _make(_name, _steps, _opts))
+difftest.add_cases(MetaDiffTest, CASES)
 
 
 # ---------------------------------------------------------------------------------------
 # 6. Placement of meta keys, plain and base64
 
 
-class MetaPlacementTest(AnyKeyChecks, harness.ClusterTest):
+class MetaPlacementTest(difftest.AnyKeyChecks, harness.ClusterTest):
 
     def shim(self, data):
-        req = {"steps": [{"data": base64.b64encode(data).decode()}], "timeout": harness.scaled(10)}
-        res = harness.run_json([harness.PY, CLIENT, self.intercept], self.env(), timeout=60,
-                               input=json.dumps(req).encode())
-        return base64.b64decode(res["replies"][0])
+        replies = difftest.run_script("metaraw.py", self.intercept, self.env(), [S(data)], harness.scaled(10))
+        return base64.b64decode(replies[0])
 
     def test_plain_and_base64_keys_on_ring_owner(self):
         rnd = random.Random(3)

@@ -7,16 +7,17 @@ stays and asserts the documented shim reply.
 
 The raw client is clients/mcraw.py: imported here for the direct server, and run by
 /usr/bin/python3 under LD_PRELOAD for the shim. Each case runs on one fresh connection
-after every server was flushed.
+after every server was flushed (the scaffolding, shared with test_meta.py and
+test_binary.py, is difftest.py).
 """
 import base64
-import json
-import os
 import re
 import unittest
 
+import difftest
 import harness
 import mcraw
+from difftest import EOF, S
 
 CAS_LINE = re.compile(rb"^(VALUE \S+ \d+ \d+) \d+$", re.M)
 VERSION_LINE = re.compile(rb"^VERSION [^\r\n]*$", re.M)
@@ -26,14 +27,6 @@ def normalize(reply):
     reply = CAS_LINE.sub(rb"\1 <cas>", reply.replace(b"\r\n", b"\n"))
     reply = VERSION_LINE.sub(b"VERSION <v>", reply)
     return reply.replace(b"\n", b"\r\n")
-
-
-def S(data):
-    return {"data": data}
-
-
-def EOF(data):
-    return {"data": data, "eof": True}
 
 
 def keys_n(prefix, n):
@@ -162,64 +155,17 @@ CASES = [
 ]
 
 
-class ProtocolDiffTest(harness.ClusterTest):
+class ProtocolDiffTest(difftest.DiffTest):
 
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.direct = harness.Memcached()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.direct.stop()
-        super().tearDownClass()
-
-    def run_direct(self, steps, trickle):
-        self.direct.flush()
-        return mcraw.exchange(self.direct.addr, steps, timeout=harness.scaled(5), trickle=trickle)
-
-    def run_shim(self, steps, trickle):
-        self.cluster.flush()
-        req = {"steps": [{"data": base64.b64encode(s["data"]).decode(), "eof": s.get("eof", False)} for s in steps],
-               "timeout": harness.scaled(5), "trickle": trickle}
-        res = harness.run_json([harness.PY, os.path.join(harness.CLIENTS, "mcraw.py"), self.intercept],
-                               self.env(), timeout=60, input=json.dumps(req).encode())
-        return [base64.b64decode(r) for r in res["replies"]]
+    script = "mcraw.py"
+    exchange = staticmethod(mcraw.exchange)
+    normalize = staticmethod(normalize)
 
     def test_cases_count(self):
-        self.assertGreaterEqual(len(CASES), 40)
-        self.assertEqual(len(set(c[0] for c in CASES)), len(CASES))
+        self.assert_cases(CASES, 40)
 
 
-def _make(name, steps, opts):
-    def test(self):
-        want = [normalize(r) for r in self.run_direct(steps, opts.get("trickle", 0))]
-        for r in want:
-            self.assertNotIn(b"<TIMEOUT>", r, "direct memcached timed out: the case itself is broken")
-        got = [normalize(r) for r in self.run_shim(steps, opts.get("trickle", 0))]
-        if "shim" in opts and not harness.DIRECT:
-            # Documented difference: memcached's reply must still be what the comment says
-            # it is (else the case is stale), and the shim's is the documented one.
-            self.assertNotEqual(want, opts["shim"], "memcached now agrees with the shim: drop the exception")
-            want = opts["shim"]
-        self.assertEqual(len(got), len(want), "replies per step")
-        for i, (g, w) in enumerate(zip(got, want)):
-            if g != w:
-                self.fail("%s step %d differs\n direct: %r\n shim:   %r" % (name, i, _short(w), _short(g)))
-        if opts.get("ring"):
-            self.assert_on_ring(opts["ring"])
-    test.__name__ = "test_%s" % name
-    return test
-
-
-def _short(b, n=600):
-    if len(b) <= n:
-        return b
-    return b[:n // 2] + b"...<%d bytes>..." % (len(b) - n) + b[-n // 2:]
-
-
-for _name, _steps, _opts in CASES:
-    setattr(ProtocolDiffTest, "test_%s" % _name, _make(_name, _steps, _opts))
+difftest.add_cases(ProtocolDiffTest, CASES)
 
 
 class ShimLocalRepliesTest(harness.ClusterTest):
@@ -227,11 +173,9 @@ class ShimLocalRepliesTest(harness.ClusterTest):
 
     def shim(self, data):
         """data: bytes (one step, returns its reply) or a list of steps (returns the replies)."""
-        steps = data if isinstance(data, list) else [data]
-        req = {"steps": [{"data": base64.b64encode(d).decode()} for d in steps], "timeout": harness.scaled(5)}
-        res = harness.run_json([harness.PY, os.path.join(harness.CLIENTS, "mcraw.py"), self.intercept],
-                               self.env(), timeout=30, input=json.dumps(req).encode())
-        replies = [base64.b64decode(r) for r in res["replies"]]
+        steps = [S(d) for d in (data if isinstance(data, list) else [data])]
+        replies = [base64.b64decode(r) for r in
+                   difftest.run_script("mcraw.py", self.intercept, self.env(), steps, harness.scaled(5), limit=30)]
         return replies if isinstance(data, list) else replies[0]
 
     @staticmethod

@@ -20,14 +20,13 @@ complete (later steps are then not run).
 CAS placeholders: the 8 bytes CAS_LAST in a step are replaced by the last nonzero CAS
 seen in any response on this connection, CAS_BAD by that value plus 1000 (a wrong CAS).
 """
-import binascii
 import json
 import os
 import struct
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import mcraw  # noqa: E402  (connect, transfer: the same socket handling as the ASCII client)
+import mcraw  # noqa: E402  (connect, transfer, read_request: as the ASCII client)
 
 HEADER = struct.Struct(">BBHBBHIIQ")  # magic opcode keylen extlen datatype vbucket/status bodylen opaque cas
 REQ_MAGIC = 0x80
@@ -155,11 +154,8 @@ def request(addr, data, timeout=5.0):
 
 
 def main():
-    addr = sys.argv[1]
-    req = json.load(sys.stdin)
-    steps = [{"data": binascii.a2b_base64(st["data"]), "eof": st.get("eof", False)} for st in req["steps"]]
-    replies = exchange(addr, steps, req.get("timeout", 5.0), req.get("trickle", 0))
-    enc = lambda b: binascii.b2a_base64(b, newline=False).decode()  # noqa: E731
+    replies = exchange(sys.argv[1], *mcraw.read_request())
+    enc = mcraw.text64
     print(json.dumps({"replies": [{"packets": [enc(p) for p in r["packets"]], "rest": enc(r["rest"]),
                                    "status": r["status"], "closed": r["closed"]} for r in replies]}))
 

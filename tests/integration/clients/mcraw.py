@@ -96,19 +96,36 @@ def transfer(s, data, done, timeout, trickle=0):
         s.setblocking(True)
 
 
-def exchange(addr, steps, timeout=5.0, trickle=0):
-    """Runs the steps on one connection; returns the replies (bytes) step by step."""
+def incomplete(status):
+    """The marker a reply that did not complete ends with (status from transfer())."""
+    return {"eof": b"<EOF>", "reset": b"<RESET>"}.get(status, b"<TIMEOUT>")
+
+
+def fill_cas(data, cas):
+    """A step's bytes with "{cas}" replaced by the CAS unique last seen."""
+    return data.replace(b"{cas}", cas)
+
+
+def seen_cas(reply, cas):
+    """The CAS unique of the last `VALUE k f n cas` line in reply, else cas."""
+    for m in CAS_RE.finditer(reply):
+        cas = m.group(1)
+    return cas
+
+
+def exchange(addr, steps, timeout=5.0, trickle=0, fill=fill_cas, seen=seen_cas):
+    """Runs the steps on one connection; returns the replies (bytes) step by step.
+    fill(data, cas) puts the CAS placeholders into a step's bytes, seen(reply, cas)
+    returns the CAS the reply reveals (cas when none); metaraw.py passes its own."""
     s = connect(addr, timeout)
     replies = []
-    last_cas = b"0"
+    cas = b"0"
     try:
         for step in steps:
-            data = step["data"]
-            if b"{cas}" in data:
-                data = data.replace(b"{cas}", last_cas)
+            data = fill(step["data"], cas)
             if step.get("eof"):
                 out, status = transfer(s, data, lambda b: False, timeout, trickle)
-                replies.append(out + ({"eof": b"<EOF>", "reset": b"<RESET>"}.get(status, b"<TIMEOUT>")))
+                replies.append(out + incomplete(status))
                 break
             sreq, sval = sentinel()
             out, status = transfer(s, data + sreq, lambda b: b.endswith(sval), timeout, trickle)
@@ -119,9 +136,8 @@ def exchange(addr, steps, timeout=5.0, trickle=0):
                 else:
                     out += b"<SENTINEL-NOT-STORED>"
             else:
-                out += {"eof": b"<EOF>", "reset": b"<RESET>"}.get(status, b"<TIMEOUT>")
-            for m in CAS_RE.finditer(out):
-                last_cas = m.group(1)
+                out += incomplete(status)
+            cas = seen(out, cas)
             replies.append(out)
             if status is not None:
                 break
@@ -130,12 +146,22 @@ def exchange(addr, steps, timeout=5.0, trickle=0):
     return replies
 
 
-def main():
-    addr = sys.argv[1]
-    req = json.load(sys.stdin)
+def text64(data):
+    """bytes -> base64 text, as the JSON replies carry them."""
+    return binascii.b2a_base64(data, newline=False).decode()
+
+
+def read_request(stream=None):
+    """(steps, timeout, trickle) of the JSON request on stdin (see above)."""
+    req = json.load(stream or sys.stdin)
     steps = [{"data": binascii.a2b_base64(st["data"]), "eof": st.get("eof", False)} for st in req["steps"]]
-    replies = exchange(addr, steps, req.get("timeout", 5.0), req.get("trickle", 0))
-    print(json.dumps({"replies": [binascii.b2a_base64(r, newline=False).decode() for r in replies]}))
+    return steps, req.get("timeout", 5.0), req.get("trickle", 0)
+
+
+def main(run=exchange):
+    """The script: run(addr, steps, timeout, trickle) on the request, prints the replies."""
+    replies = run(sys.argv[1], *read_request())
+    print(json.dumps({"replies": [text64(r) for r in replies]}))
 
 
 if __name__ == "__main__":

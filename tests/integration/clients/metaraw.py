@@ -92,35 +92,15 @@ def last_cas(reply, cas):
     return cas
 
 
+def fill_cas(data, cas):
+    """A step's bytes with "{cas}" replaced by the last c<cas> value, "{badcas}" by it plus 1000."""
+    return data.replace(b"{cas}", cas).replace(b"{badcas}", b"%d" % (int(cas) + 1000))
+
+
 def exchange(addr, steps, timeout=5.0, trickle=0):
-    """Runs the steps on one connection; returns the replies (bytes) step by step."""
-    s = mcraw.connect(addr, timeout)
-    replies = []
-    cas = b"0"
-    try:
-        for step in steps:
-            data = step["data"].replace(b"{cas}", cas).replace(b"{badcas}", b"%d" % (int(cas) + 1000))
-            if step.get("eof"):
-                out, status = mcraw.transfer(s, data, lambda b: False, timeout, trickle)
-                replies.append(out + ({"eof": b"<EOF>", "reset": b"<RESET>"}.get(status, b"<TIMEOUT>")))
-                break
-            sreq, sval = mcraw.sentinel()
-            out, status = mcraw.transfer(s, data + sreq, lambda b: b.endswith(sval), timeout, trickle)
-            if status is None:
-                out = out[:-len(sval)]
-                if out.endswith(b"STORED\r\n"):
-                    out = out[:-len(b"STORED\r\n")]
-                else:
-                    out += b"<SENTINEL-NOT-STORED>"
-            else:
-                out += {"eof": b"<EOF>", "reset": b"<RESET>"}.get(status, b"<TIMEOUT>")
-            cas = last_cas(out, cas)
-            replies.append(out)
-            if status is not None:
-                break
-    finally:
-        s.close()
-    return replies
+    """Runs the steps on one connection; returns the replies (bytes) step by step
+    (mcraw.exchange with the meta CAS placeholders)."""
+    return mcraw.exchange(addr, steps, timeout, trickle, fill=fill_cas, seen=last_cas)
 
 
 def b64(key):
@@ -189,7 +169,7 @@ def session(addr):
         if status is not None:
             s.close()
             s = None
-        res = {"reply": binascii.b2a_base64(out, newline=False).decode(), "elapsed": time.monotonic() - start,
+        res = {"reply": mcraw.text64(out), "elapsed": time.monotonic() - start,
                "error": status}
         print(json.dumps(res), flush=True)
     if s is not None:
@@ -197,14 +177,10 @@ def session(addr):
 
 
 def main():
-    addr = sys.argv[1]
     if "--session" in sys.argv[2:]:
-        session(addr)
+        session(sys.argv[1])
         return
-    req = json.load(sys.stdin)
-    steps = [{"data": binascii.a2b_base64(st["data"]), "eof": st.get("eof", False)} for st in req["steps"]]
-    replies = exchange(addr, steps, req.get("timeout", 5.0), req.get("trickle", 0))
-    print(json.dumps({"replies": [binascii.b2a_base64(r, newline=False).decode() for r in replies]}))
+    mcraw.main(exchange)
 
 
 if __name__ == "__main__":

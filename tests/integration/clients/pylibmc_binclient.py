@@ -18,43 +18,18 @@ libmemcached speaks binary to the one server it knows (the intercept address): q
 GETKQ + NOOP for get_multi, SET/ADD/REPLACE with CAS, INCREMENT with its 20-byte
 extras, TOUCH. pylibmc's flags: bytes 0, int 4, pickled 1.
 """
-import hashlib
 import json
 import sys
 import time
 
 import pylibmc
 
-
-def spec(value, flags=None):
-    d = {"len": len(value), "sha1": hashlib.sha1(value).hexdigest()}
-    if flags is not None:
-        d["flags"] = flags
-    return d
-
-
-def eq(got, want, what):
-    if got != want:
-        g = got[:80] + b"..." if isinstance(got, bytes) and len(got) > 200 else got
-        w = want[:80] + b"..." if isinstance(want, bytes) and len(want) > 200 else want
-        raise AssertionError("%s: got %r, want %r" % (what, g, w))
+import pylibmc_client as P  # the helpers and the steps ops shares with the ASCII client
+from pylibmc_client import eq, raises, spec
 
 
 def client():
-    behaviors = json.loads(sys.argv[2])
-    behaviors.setdefault("connect_timeout", 5000)
-    behaviors.setdefault("receive_timeout", 10000000)
-    behaviors.setdefault("send_timeout", 10000000)
-    behaviors.setdefault("cas", True)
-    return pylibmc.Client([sys.argv[1]], binary=True, behaviors=behaviors)
-
-
-def raises(exc, fn, what):
-    try:
-        fn()
-    except exc:
-        return
-    raise AssertionError("%s did not raise %s" % (what, exc.__name__))
+    return P.client(binary=True, cas=True)
 
 
 def ops():
@@ -62,11 +37,7 @@ def ops():
     tag = sys.argv[4] if len(sys.argv) > 4 else "x"
     p = "plb:%s:" % tag
     exp, absent = {}, []
-    eq(c.set(p + "s", b"hello"), True, "set")
-    eq(c.get(p + "s"), b"hello", "get")
-    eq(c.get(p + "missing"), None, "get miss")
-    eq(c.add(p + "s", b"x"), False, "add existing")
-    eq(c.add(p + "a", b"added"), True, "add")
+    P.stores(c, p)
     # binary REPLACE of a missing key answers NOT_FOUND (ASCII: NOT_STORED): pylibmc raises
     raises(pylibmc.NotFound, lambda: c.replace(p + "nope", b"x"), "replace missing")
     eq(c.replace(p + "a", b"replaced"), True, "replace")
@@ -74,10 +45,7 @@ def ops():
     eq(c.prepend(p + "a", b"a+"), True, "prepend")
     eq(c.append(p + "nope", b"+z"), False, "append missing")
     eq(c.get(p + "a"), b"a+replaced+z", "append/prepend")
-    eq(c.set(p + "n", 10), True, "set int")
-    eq(c.incr(p + "n", 5), 15, "incr")
-    eq(c.decr(p + "n", 20), 0, "decr floors at 0")
-    eq(c.incr(p + "n"), 1, "incr default delta")
+    P.counter(c, p)
     eq(c.get(p + "n"), 1, "get int after incr")
     raises(pylibmc.NotFound, lambda: c.incr(p + "nope"), "incr of a missing key")
     raises(pylibmc.NotFound, lambda: c.decr(p + "nope"), "decr of a missing key")
@@ -94,23 +62,12 @@ def ops():
     eq(c.cas(p + "a", b"cas-stale", cas), False, "cas stale")
     eq(c.get(p + "a"), b"cas-new", "get after cas")
     # set_multi / get_multi (GETKQ... NOOP) / delete_multi across servers
-    data = {p + "m%d" % i: (b"mv%d-" % i) * (i + 1) for i in range(200)}
-    eq(c.set_multi(data), [], "set_multi failures")
-    asked = list(data) + [p + "miss%d" % i for i in range(20)]
-    got = c.get_multi(asked)
-    eq(len(got), 200, "get_multi hits")
-    for k, v in data.items():
-        eq(got[k], v, "get_multi " + k)
-    eq(c.delete_multi([p + "m%d" % i for i in range(0, 200, 4)]), True, "delete_multi")
-    got = c.get_multi(list(data))
-    eq(len(got), 150, "get_multi after delete_multi")
+    data = P.multi(c, p)
     # binary-safe keys are not allowed by libmemcached (verify_key); values are
     val = bytes(range(256)) * 40
     eq(c.set(p + "bin", val), True, "set binary value")
     eq(c.get(p + "bin"), val, "get binary value")
-    big = (bytes(range(256)) * 4000)[:1000000]
-    eq(c.set(p + "big", big), True, "set 1MB-ish")
-    eq(c.get(p + "big"), big, "get 1MB-ish")
+    big = P.big(c, p)
     # "copy": false: the copy rule may drop the backup copy on append/prepend/incr/decr
     # instead of copying (a copy never differs from the primary, it may be missing)
     exp[p + "a"] = dict(spec(b"cas-new", 0), copy=False)
@@ -118,13 +75,7 @@ def ops():
     exp[p + "obj"] = {"flags": 1}
     exp[p + "bin"] = spec(val, 0)
     exp[p + "big"] = spec(big, 0)
-    for i in range(200):
-        k = p + "m%d" % i
-        if i % 4:
-            exp[k] = spec(data[k], 0)
-        else:
-            absent.append(k)
-    absent += [p + "s", p + "missing", p + "nope"]
+    P.expect_rest(p, data, exp, absent)
     c.disconnect_all()
     return {"expect": exp, "absent": absent}
 
