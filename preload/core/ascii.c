@@ -136,7 +136,7 @@ parse_unsigned(const char *s, uint32_t len, uint64_t max, uint64_t *out)
             return false;
         }
         unsigned d = (unsigned)(s[i] - '0');
-        if (v > (max - d) / 10) {
+        if (d > max || v > (max - d) / 10) {   /* d > max: max - d would wrap */
             return false;
         }
         v = v * 10 + d;

@@ -643,28 +643,40 @@ mcs_meta_route_key(const struct mcs_meta_req *req, const char *buf, uint32_t *le
 
 /* Rewriting and building requests ----------------------------------------- */
 
+/* Whether a flag token goes; me has no flags to drop (it only reads a "b"
+ * right after the key, which dropping a token before it could create). */
 static bool
-dropped(const char *drop, char letter)
+dropped(const struct mcs_meta_req *req, const char *drop, char letter)
 {
-    return drop != NULL && letter != '\0' && strchr(drop, letter) != NULL;
+    return req->cmd != MCS_META_ME && drop != NULL && letter != '\0' && strchr(drop, letter) != NULL;
 }
 
 int
 mcs_meta_rewrite(const char *buf, const struct mcs_meta_req *req, const char *drop, const char *add,
                  struct mcs_buf *out)
 {
-    /* the head: command, key, datalen, without the spaces after them */
+    /* head: command, key, datalen (without the spaces after them); tail: the
+     * bytes after the last flag, terminator and data block, kept as they are.
+     * A token ending in '\r' must not come to stand before a bare '\n'. */
     uint32_t head = req->flags_len > 0 ? req->flags_off : req->eol_off;
     while (head > 0 && buf[head - 1] == ' ') {
         head--;
     }
     uint32_t flags_end = req->flags_off + req->flags_len;
+    uint32_t tail = req->flags_len > 0 ? flags_end : head;
     size_t add_len = add != NULL ? strlen(add) : 0;
-    size_t need = head + (add_len > 0 ? add_len + 1 : 0) + (req->len - req->eol_off);
+    size_t need = head + (add_len > 0 ? add_len + 1 : 0) + (req->len - tail);
+    char last = head > 0 ? buf[head - 1] : '\0';
     uint32_t pos = req->flags_off, off, tlen;
     while (mcs_ascii_next_token(buf, &pos, flags_end, &off, &tlen)) {
-        need += dropped(drop, buf[off]) ? 0 : tlen + 1;
+        if (!dropped(req, drop, buf[off])) {
+            need += tlen + 1;
+            last = buf[off + tlen - 1];
+        }
     }
+    last = add_len > 0 ? add[add_len - 1] : last;
+    bool pad = last == '\r' && buf[tail] == '\n';    /* else memcached would drop that '\r' */
+    need += pad;
     if (mcs_buf_reserve(out, need) != 0) {
         return -1;
     }
@@ -673,7 +685,7 @@ mcs_meta_rewrite(const char *buf, const struct mcs_meta_req *req, const char *dr
     w += head;
     pos = req->flags_off;
     while (mcs_ascii_next_token(buf, &pos, flags_end, &off, &tlen)) {
-        if (!dropped(drop, buf[off])) {
+        if (!dropped(req, drop, buf[off])) {
             *w++ = ' ';
             memcpy(w, buf + off, tlen);
             w += tlen;
@@ -684,7 +696,10 @@ mcs_meta_rewrite(const char *buf, const struct mcs_meta_req *req, const char *dr
         memcpy(w, add, add_len);
         w += add_len;
     }
-    memcpy(w, buf + req->eol_off, req->len - req->eol_off);
+    if (pad) {
+        *w++ = ' ';
+    }
+    memcpy(w, buf + tail, req->len - tail);
     out->end += need;
     return 0;
 }
@@ -786,7 +801,7 @@ resp_number(const char *s, uint32_t len, uint64_t max, uint64_t *out)
             return false;
         }
         unsigned d = (unsigned)(s[i] - '0');
-        if (v > (max - d) / 10) {
+        if (d > max || v > (max - d) / 10) {
             return false;
         }
         v = v * 10 + d;

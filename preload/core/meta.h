@@ -197,7 +197,8 @@ const char *mcs_meta_route_key(const struct mcs_meta_req *req, const char *buf, 
 /* Appends to out a copy of the parsed request in buf without the flag tokens
  * whose letter is in drop (NULL: none), with add (NULL or "": nothing; one or
  * more space-separated flag tokens) after the remaining flags, keeping the
- * terminator and, for ms, the data block. The caller keeps the result valid
+ * terminator and, for ms, the data block (me keeps all its tokens: it has no
+ * flags but a "b" right after the key). The caller keeps the result valid
  * (a flag in add should be in drop too, and at most MCS_META_TOKENS_MAX
  * tokens). Returns 0, or -1 when memory runs out (out unchanged). */
 int mcs_meta_rewrite(const char *buf, const struct mcs_meta_req *req, const char *drop, const char *add,

@@ -1124,6 +1124,10 @@ static const struct resp_case resp_cases[] = {
     { "SERVER_ERROR out of memory storing object\n", 0, MCS_RESP_OK, MCS_RESP_LINE, 0, NULL, true },
     /* bad VALUE lines */
     { "VALUE k 0\r\n", 0, MCS_RESP_BAD, 0, 0, NULL, false },
+    /* a small value_max: a digit above it must not wrap the bound */
+    { "VALUE k 0 6\r\nabcdef\r\n", 5, MCS_RESP_BAD, 0, 0, NULL, false },
+    { "VALUE k 0 5\r\nabcde\r\n", 5, MCS_RESP_OK, MCS_RESP_VALUE, 0, "k", false },
+    { "VALUE k 0 9\r\nabcdefghi\r\n", 1, MCS_RESP_BAD, 0, 0, NULL, false },
     { "VALUE k\r\n", 0, MCS_RESP_BAD, 0, 0, NULL, false },
     { "VALUE k 0 abc\r\nabc\r\n", 0, MCS_RESP_BAD, 0, 0, NULL, false },
     { "VALUE k 0 -1\r\n\r\n", 0, MCS_RESP_BAD, 0, 0, NULL, false },
