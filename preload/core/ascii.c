@@ -24,11 +24,11 @@ static const struct cmd_def cmd_defs[MCS_CMD_COUNT] = {
 #undef MCS_CMD_DEF
 };
 
-static const char reply_error[] = "ERROR\r\n";
+const char mcs_reply_error[] = "ERROR\r\n";
+const char mcs_reply_bad_format[] = "CLIENT_ERROR bad command line format\r\n";
+const char mcs_reply_bad_chunk[] = "CLIENT_ERROR bad data chunk\r\n";
+const char mcs_reply_too_large[] = "SERVER_ERROR object too large for cache\r\n";
 static const char reply_end[] = "END\r\n";
-static const char reply_bad_format[] = "CLIENT_ERROR bad command line format\r\n";
-static const char reply_bad_chunk[] = "CLIENT_ERROR bad data chunk\r\n";
-static const char reply_too_large[] = "SERVER_ERROR object too large for cache\r\n";
 static const char reply_bad_delta[] = "CLIENT_ERROR invalid numeric delta argument\r\n";
 static const char reply_bad_exptime[] = "CLIENT_ERROR invalid exptime argument\r\n";
 static const char reply_delete_usage[] =
@@ -240,7 +240,7 @@ parse_keys(const char *buf, const struct tokens *t, uint32_t first, struct mcs_a
     req->key_len = t->len[first];
     while (mcs_ascii_next_token(buf, &pos, req->eol_off, &off, &len)) {
         if (len > MCS_ASCII_KEY_MAX) {
-            return reply(req, req->line_len, reply_bad_format);
+            return reply(req, req->line_len, mcs_reply_bad_format);
         }
         n++;
     }
@@ -256,7 +256,7 @@ parse_storage(struct mcs_ascii_parser *p, const char *buf, size_t len, uint32_t 
     bool is_cas = req->cmd == MCS_CMD_CAS;
     uint32_t want = is_cas ? 6 : 5;
     if (t->count != want && t->count != want + 1) {
-        return reply(req, req->line_len, reply_error);
+        return reply(req, req->line_len, mcs_reply_error);
     }
     set_noreply(req, buf, t);
     req->key_off = t->off[1];
@@ -267,11 +267,11 @@ parse_storage(struct mcs_ascii_parser *p, const char *buf, size_t len, uint32_t 
     if (t->len[1] > MCS_ASCII_KEY_MAX || !tok_u64(buf, t, 2, UINT64_MAX) || !tok_exptime(buf, t, 3)
         || !tok_i32(buf, t, 4, &vlen) || (is_cas && !tok_u64(buf, t, 5, UINT64_MAX)) || vlen < 0
         || vlen > INT32_MAX - 2) {
-        return reply(req, req->line_len, reply_bad_format);
+        return reply(req, req->line_len, mcs_reply_bad_format);
     }
     if ((uint64_t)vlen > item_max) {
         p->swallow = (uint64_t)vlen + 2;
-        return reply(req, req->line_len, reply_too_large);
+        return reply(req, req->line_len, mcs_reply_too_large);
     }
     uint64_t total = (uint64_t)req->line_len + (uint64_t)vlen + 2;
     if (total > len) {
@@ -281,7 +281,7 @@ parse_storage(struct mcs_ascii_parser *p, const char *buf, size_t len, uint32_t 
     req->data_len = (uint32_t)vlen;
     req->len = (uint32_t)total;
     if (buf[total - 2] != '\r' || buf[total - 1] != '\n') {
-        return reply(req, (uint32_t)total, reply_bad_chunk);
+        return reply(req, (uint32_t)total, mcs_reply_bad_chunk);
     }
     return MCS_ASCII_OK;
 }
@@ -294,13 +294,13 @@ parse_command(struct mcs_ascii_parser *p, const char *buf, size_t len, uint32_t 
     case MCS_CMD_GET:
     case MCS_CMD_GETS:
         if (t->count < 2) {
-            return reply(req, req->line_len, reply_error);
+            return reply(req, req->line_len, mcs_reply_error);
         }
         return parse_keys(buf, t, 1, req);
     case MCS_CMD_GAT:
     case MCS_CMD_GATS:
         if (t->count < 2) {
-            return reply(req, req->line_len, reply_error);
+            return reply(req, req->line_len, mcs_reply_error);
         }
         req->args_off = t->off[1];
         req->args_len = t->len[1];
@@ -321,11 +321,11 @@ parse_command(struct mcs_ascii_parser *p, const char *buf, size_t len, uint32_t 
     case MCS_CMD_INCR:
     case MCS_CMD_DECR:
         if (t->count != 3 && t->count != 4) {
-            return reply(req, req->line_len, reply_error);
+            return reply(req, req->line_len, mcs_reply_error);
         }
         set_noreply(req, buf, t);
         if (t->len[1] > MCS_ASCII_KEY_MAX) {
-            return reply(req, req->line_len, reply_bad_format);
+            return reply(req, req->line_len, mcs_reply_bad_format);
         }
         if (!tok_u64(buf, t, 2, UINT64_MAX)) {
             return reply(req, req->line_len, reply_bad_delta);
@@ -333,11 +333,11 @@ parse_command(struct mcs_ascii_parser *p, const char *buf, size_t len, uint32_t 
         break;
     case MCS_CMD_TOUCH:
         if (t->count != 3 && t->count != 4) {
-            return reply(req, req->line_len, reply_error);
+            return reply(req, req->line_len, mcs_reply_error);
         }
         set_noreply(req, buf, t);
         if (t->len[1] > MCS_ASCII_KEY_MAX) {
-            return reply(req, req->line_len, reply_bad_format);
+            return reply(req, req->line_len, mcs_reply_bad_format);
         }
         if (!tok_exptime(buf, t, 2)) {
             return reply(req, req->line_len, reply_bad_exptime);
@@ -345,7 +345,7 @@ parse_command(struct mcs_ascii_parser *p, const char *buf, size_t len, uint32_t 
         break;
     case MCS_CMD_DELETE:
         if (t->count < 2 || t->count > 4) {
-            return reply(req, req->line_len, reply_error);
+            return reply(req, req->line_len, mcs_reply_error);
         }
         if (t->count > 2) {
             bool hold_zero = token_is(buf, t, 2, "0");
@@ -356,18 +356,18 @@ parse_command(struct mcs_ascii_parser *p, const char *buf, size_t len, uint32_t 
             }
         }
         if (t->len[1] > MCS_ASCII_KEY_MAX) {
-            return reply(req, req->line_len, reply_bad_format);
+            return reply(req, req->line_len, mcs_reply_bad_format);
         }
         break;
     case MCS_CMD_VERBOSITY:
         if (t->count != 2 && t->count != 3) {
-            return reply(req, req->line_len, reply_error);
+            return reply(req, req->line_len, mcs_reply_error);
         }
         set_noreply(req, buf, t);
         return MCS_ASCII_OK;
     case MCS_CMD_FLUSH_ALL:
         if (t->count > 3) {
-            return reply(req, req->line_len, reply_error);
+            return reply(req, req->line_len, mcs_reply_error);
         }
         set_noreply(req, buf, t);
         if (t->count == (req->noreply ? 3u : 2u) && !tok_exptime(buf, t, 1)) {
@@ -435,7 +435,7 @@ mcs_ascii_parse(struct mcs_ascii_parser *p, const char *buf, size_t len, uint32_
     struct tokens t;
     tokenize(buf, req->eol_off, &t);
     if (t.count == 0) {
-        return reply(req, req->line_len, reply_error);
+        return reply(req, req->line_len, mcs_reply_error);
     }
     req->cmd = MCS_CMD_COUNT;
     for (unsigned i = 0; i < MCS_CMD_COUNT; i++) {
@@ -449,7 +449,7 @@ mcs_ascii_parse(struct mcs_ascii_parser *p, const char *buf, size_t len, uint32_
             req->len = req->line_len;
             return MCS_ASCII_CLOSE;
         }
-        return reply(req, req->line_len, reply_error);
+        return reply(req, req->line_len, mcs_reply_error);
     }
     /* A NUL inside a line is refused here and never forwarded: memcached reads the
      * line as a C string (the NUL ends it), so it would frame the request
@@ -457,7 +457,7 @@ mcs_ascii_parse(struct mcs_ascii_parser *p, const char *buf, size_t len, uint32_
      * connection. (Whitespace other than ' ' inside a number is refused by the
      * number checks for the same reason.) */
     if (memchr(buf, '\0', req->eol_off) != NULL) {
-        return reply(req, req->line_len, reply_bad_format);
+        return reply(req, req->line_len, mcs_reply_bad_format);
     }
     req->len = req->line_len;
     return parse_command(p, buf, len, item_max, &t, req);

@@ -71,6 +71,12 @@ enum mcs_cmd {
     MCS_CMD_COUNT
 };
 
+/* memcached's replies shared by the text and meta parsers (meta.c). */
+extern const char mcs_reply_error[];          /* "ERROR\r\n" */
+extern const char mcs_reply_bad_format[];     /* "CLIENT_ERROR bad command line format\r\n" */
+extern const char mcs_reply_bad_chunk[];      /* "CLIENT_ERROR bad data chunk\r\n" */
+extern const char mcs_reply_too_large[];      /* "SERVER_ERROR object too large for cache\r\n" */
+
 /* Name and route of a command; MCS_CMD_COUNT (a local answer) is "?" and MCS_ROUTE_LOCAL. */
 const char *mcs_cmd_name(enum mcs_cmd cmd);
 enum mcs_cmd_route mcs_cmd_route(enum mcs_cmd cmd);

@@ -69,10 +69,6 @@ static const struct flag_def flag_defs[128] = {
 #undef MCS_META_FLAG_DEF
 };
 
-static const char reply_error[] = "ERROR\r\n";
-static const char reply_bad_format[] = "CLIENT_ERROR bad command line format\r\n";
-static const char reply_bad_chunk[] = "CLIENT_ERROR bad data chunk\r\n";
-static const char reply_too_large[] = "SERVER_ERROR object too large for cache\r\n";
 static const char reply_mg_too_many[] = "CLIENT_ERROR options flags are too long\r\n";
 static const char reply_too_many[] = "CLIENT_ERROR options flags too long\r\n";
 static const char reply_duplicate[] = "CLIENT_ERROR duplicate flag\r\n";
@@ -434,7 +430,7 @@ parse_flags(const struct mcs_meta_parser *p, const char *buf, const struct token
         req->flags_off = t->off[first];
         req->flags_len = t->off[t->count - 1] + t->len[t->count - 1] - t->off[first];
     }
-    return bad ? (err != NULL ? err : reply_bad_format) : NULL;
+    return bad ? (err != NULL ? err : mcs_reply_bad_format) : NULL;
 }
 
 /* memcached checks the O length while it writes the reply, after the flags. */
@@ -451,12 +447,12 @@ static enum mcs_meta_status
 parse_keyed(const struct mcs_meta_parser *p, const char *buf, const struct tokens *t, struct mcs_meta_req *req)
 {
     if (t->count < 2) {
-        return reply(req, req->line_len, reply_error);
+        return reply(req, req->line_len, mcs_reply_error);
     }
     req->key_off = t->off[1];
     req->key_len = t->len[1];
     if (req->key_len > MCS_META_KEY_MAX) {
-        return reply(req, req->line_len, reply_bad_format);
+        return reply(req, req->line_len, mcs_reply_bad_format);
     }
     if (t->count > MCS_META_TOKENS_MAX) {
         return reply(req, req->line_len, req->cmd == MCS_META_MG ? reply_mg_too_many : reply_too_many);
@@ -484,19 +480,19 @@ parse_set(struct mcs_meta_parser *p, const char *buf, size_t len, uint32_t item_
           struct mcs_meta_req *req)
 {
     if (t->count < 2) {
-        return reply(req, req->line_len, reply_error);
+        return reply(req, req->line_len, mcs_reply_error);
     }
     req->key_off = t->off[1];
     req->key_len = t->len[1];
     if (req->key_len > MCS_META_KEY_MAX || t->count < 3) {
-        return reply(req, req->line_len, reply_bad_format);
+        return reply(req, req->line_len, mcs_reply_bad_format);
     }
     if (t->count > MCS_META_TOKENS_MAX) {
         return reply(req, req->line_len, reply_too_many);
     }
     int32_t vlen;
     if (!read_i32(buf + t->off[2], t->len[2], &vlen) || vlen < 0 || vlen > INT32_MAX - 2) {
-        return reply(req, req->line_len, reply_bad_format);
+        return reply(req, req->line_len, mcs_reply_bad_format);
     }
     const char *err = parse_flags(p, buf, t, 3, req);
     if (err == NULL && req->mode != 0 && strchr("EAPRS", req->mode) == NULL) {
@@ -506,7 +502,7 @@ parse_set(struct mcs_meta_parser *p, const char *buf, size_t len, uint32_t item_
         err = reply_opaque;
     }
     if (err == NULL && (uint32_t)vlen > item_max) {
-        err = reply_too_large;
+        err = mcs_reply_too_large;
     }
     if (err != NULL) {
         return reply_swallow(p, req, (uint32_t)vlen, err);
@@ -519,7 +515,7 @@ parse_set(struct mcs_meta_parser *p, const char *buf, size_t len, uint32_t item_
     req->data_len = (uint32_t)vlen;
     req->len = (uint32_t)total;
     if (buf[total - 2] != '\r' || buf[total - 1] != '\n') {
-        return reply(req, (uint32_t)total, reply_bad_chunk);
+        return reply(req, (uint32_t)total, mcs_reply_bad_chunk);
     }
     req->write = true;
     return MCS_META_OK;
@@ -530,7 +526,7 @@ static enum mcs_meta_status
 parse_debug(const char *buf, const struct tokens *t, struct mcs_meta_req *req)
 {
     if (t->count < 2 || t->len[1] > MCS_META_KEY_MAX) {
-        return reply(req, req->line_len, reply_bad_format);
+        return reply(req, req->line_len, mcs_reply_bad_format);
     }
     req->key_off = t->off[1];
     req->key_len = t->len[1];
@@ -546,7 +542,7 @@ parse_debug(const char *buf, const struct tokens *t, struct mcs_meta_req *req)
             req->key_bin_len = (uint32_t)mcs_meta_base64_decode(buf + req->key_off, req->key_len, req->key_bin,
                                                                 sizeof(req->key_bin));
             if (req->key_bin_len == 0) {
-                return reply(req, req->line_len, reply_bad_format);
+                return reply(req, req->line_len, mcs_reply_bad_format);
             }
         }
     }
@@ -611,12 +607,12 @@ mcs_meta_parse(struct mcs_meta_parser *p, const char *buf, size_t len, uint32_t 
     tokenize(buf, req->eol_off, &t);
     req->cmd = find_cmd(buf, &t);
     if (req->cmd == MCS_META_CMD_COUNT) {
-        return reply(req, req->line_len, reply_error);
+        return reply(req, req->line_len, mcs_reply_error);
     }
     /* memcached reads the line as a C string, so a NUL would end it there: such
      * a line is refused rather than framed differently from the server. */
     if (memchr(buf, '\0', req->eol_off) != NULL) {
-        return reply(req, req->line_len, reply_bad_format);
+        return reply(req, req->line_len, mcs_reply_bad_format);
     }
     switch (req->cmd) {
     case MCS_META_MS:
