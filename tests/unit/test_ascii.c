@@ -12,27 +12,15 @@
  * they were written are kept in compat_cases and test_memcached_compat_*:
  * they state memcached's behaviour and fail until the parser follows it.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
-
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "preload/core/ascii.h"
+#include "tests/unit/unit.h"
 
-#define ITEM_MAX 1048576u
-
-#define K10  "kkkkkkkkkk"
-#define K50  K10 K10 K10 K10 K10
-#define K250 K50 K50 K50 K50 K50
-#define K251 K250 "k"
+UNIT_RESULTS_IN_ORDER(MCS_ASCII_OK, MCS_ASCII_MORE, MCS_ASCII_REPLY, MCS_ASCII_CLOSE);
 
 static const char reply_error[] = "ERROR\r\n";
 static const char reply_format[] = "CLIENT_ERROR bad command line format\r\n";
@@ -41,78 +29,6 @@ static const char reply_large[] = "SERVER_ERROR object too large for cache\r\n";
 static const char reply_delta[] = "CLIENT_ERROR invalid numeric delta argument\r\n";
 static const char reply_exptime[] = "CLIENT_ERROR invalid exptime argument\r\n";
 static const char reply_delete[] = "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n";
-
-/* Guarded buffers -------------------------------------------------------- */
-
-/* A mapping whose last page is PROT_NONE; data is placed to end at the guard. */
-struct guarded {
-    char  *map;
-    size_t map_len;
-    char  *guard;   /* first byte of the PROT_NONE page */
-};
-
-static void
-guarded_init(struct guarded *g, size_t cap)
-{
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    size_t pages = cap / page + 1;
-    g->map_len = (pages + 1) * page;
-    g->map = mmap(NULL, g->map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    assert_true(g->map != MAP_FAILED);
-    g->guard = g->map + pages * page;
-    assert_int_equal(mprotect(g->guard, page, PROT_NONE), 0);
-}
-
-/* Copies data[0, len) so that its last byte is the last readable byte. */
-static const char *
-guarded_put(struct guarded *g, const char *data, size_t len)
-{
-    char *p = g->guard - len;
-    if (len > 0) {
-        memcpy(p, data, len);
-    }
-    return p;
-}
-
-static void
-guarded_free(struct guarded *g)
-{
-    munmap(g->map, g->map_len);
-}
-
-/* Printable form of some bytes, for failure messages (static buffer). */
-static const char *
-show(const char *s, size_t n)
-{
-    static char bufs[4][200];
-    static unsigned next;
-    char *out = bufs[next++ % 4];
-    size_t o = 0;
-    for (size_t i = 0; i < n && o < sizeof(bufs[0]) - 8; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '\r') {
-            o += (size_t)snprintf(out + o, sizeof(bufs[0]) - o, "\\r");
-        } else if (c == '\n') {
-            o += (size_t)snprintf(out + o, sizeof(bufs[0]) - o, "\\n");
-        } else if (c < 32 || c > 126) {
-            o += (size_t)snprintf(out + o, sizeof(bufs[0]) - o, "\\x%02x", c);
-        } else {
-            out[o++] = (char)c;
-        }
-    }
-    if (o >= sizeof(bufs[0]) - 8) {
-        o += (size_t)snprintf(out + o, sizeof(bufs[0]) - o, "...");
-    }
-    out[o] = '\0';
-    return out;
-}
-
-static const char *
-status_name(enum mcs_ascii_status s)
-{
-    static const char *const names[] = { "OK", "MORE", "REPLY", "CLOSE" };
-    return (unsigned)s < 4 ? names[s] : "?";
-}
 
 /* Request cases ---------------------------------------------------------- */
 
@@ -386,7 +302,7 @@ check_result(const struct req_case *c, const char *how, const char *buf, size_t 
 {
     uint32_t want_len = c->len ? c->len : (uint32_t)in_len;
 
-    CHECK(st == c->status, "status %s, expected %s", status_name(st), status_name(c->status));
+    CHECK(st == c->status, "status %s, expected %s", result_name(st), result_name(c->status));
     if (st == MCS_ASCII_REPLY || st == MCS_ASCII_CLOSE) {
         CHECK(r->len == want_len, "len %u, expected %u", r->len, want_len);
         if (c->reply == NULL) {
@@ -492,7 +408,7 @@ run_bytewise(const struct req_case *c)
         enum mcs_ascii_status st = mcs_ascii_parse(&p, buf, i, c->item_max ? c->item_max : ITEM_MAX, &r);
         if (i < want) {
             if (st != MCS_ASCII_MORE) {
-                print_error("bytewise [%s]: %s after %zu of %zu bytes\n", show(c->in, in_len), status_name(st), i,
+                print_error("bytewise [%s]: %s after %zu of %zu bytes\n", show(c->in, in_len), result_name(st), i,
                             want);
                 ok = false;
             }
@@ -519,8 +435,6 @@ run_cases(const struct req_case *cases, size_t n)
         fail_msg("%zu of %zu cases failed", failed, n);
     }
 }
-
-#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
 static void
 test_every_command_ok(void **state)
@@ -619,42 +533,37 @@ static size_t
 parse_stream(const char *stream, size_t n, const size_t *chunks, size_t nchunks, uint32_t item_max,
              struct event *ev, size_t cap)
 {
-    struct guarded g;
-    guarded_init(&g, n);
+    struct feed f;
+    feed_start(&f, stream, n);
     struct mcs_ascii_parser p = { 0 };
-    size_t consumed = 0, received = 0, nev = 0, k = 0;
-    while (consumed < n) {
-        if (received < n) {
-            size_t step = nchunks ? chunks[k++ % nchunks] : n;
-            received = received + step > n ? n : received + step;
-        }
+    size_t nev = 0;
+    for (size_t k = 0; f.received < n; k++) {
+        feed_arrive(&f, nchunks ? chunks[k % nchunks] : n);
         for (;;) {
             struct mcs_ascii_req r;
-            const char *buf = guarded_put(&g, stream + consumed, received - consumed);
-            enum mcs_ascii_status st = mcs_ascii_parse(&p, buf, received - consumed, item_max, &r);
+            size_t len;
+            const char *buf = feed_window(&f, &len);
+            enum mcs_ascii_status st = mcs_ascii_parse(&p, buf, len, item_max, &r);
             if (st == MCS_ASCII_MORE) {
-                assert_true(received < n || consumed == received);
+                assert_true(f.received < n || len == 0);
                 break;
             }
             assert_true(nev < cap);
-            assert_true(r.len > 0 && r.len <= received - consumed);
+            assert_true(r.len > 0 && r.len <= len);
             ev[nev].st = st;
             ev[nev].cmd = r.cmd;
             ev[nev].len = r.len;
             ev[nev].reply = r.reply;
             nev++;
-            consumed += r.len;
+            f.consumed += r.len;
             if (st == MCS_ASCII_CLOSE) {
-                guarded_free(&g);
+                feed_end(&f);
                 return nev;
             }
         }
-        if (received == n && consumed < n) {
-            break;  /* incomplete tail */
-        }
     }
-    guarded_free(&g);
-    return nev;
+    feed_end(&f);
+    return nev;  /* an incomplete tail stays unconsumed */
 }
 
 static void
@@ -977,7 +886,7 @@ test_memcached_compat_long_gat_closes(void **state)
         free(s);
         if (st != MCS_ASCII_CLOSE || at != MCS_ASCII_LINE_MAX + 1) {
             fail_msg("long '%s ...' line without a newline: %s after %zu bytes, expected CLOSE after %u", cmds[i],
-                     status_name(st), at, MCS_ASCII_LINE_MAX + 1);
+                     result_name(st), at, MCS_ASCII_LINE_MAX + 1);
         }
     }
 }
@@ -1006,8 +915,8 @@ test_get_line_limit_segmentation(void **state)
         }
         free(s);
         if (whole != split) {
-            fail_msg("get line of %zu bytes: whole %s, in two reads %s", total, status_name(whole),
-                     status_name(split));
+            fail_msg("get line of %zu bytes: whole %s, in two reads %s", total, result_name(whole),
+                     result_name(split));
         }
     }
 }
@@ -1026,7 +935,7 @@ test_memcached_compat_gat_without_keys(void **state)
         bool ok = (st == MCS_ASCII_REPLY && r.reply != NULL && strcmp(r.reply, "END\r\n") == 0)
                   || (st == MCS_ASCII_OK && r.nkeys == 0);
         if (!ok) {
-            fail_msg("'%s': %s %s, expected END", show(inputs[i], strlen(inputs[i])), status_name(st),
+            fail_msg("'%s': %s %s, expected END", show(inputs[i], strlen(inputs[i])), result_name(st),
                      r.reply ? show(r.reply, strlen(r.reply)) : "");
         }
         assert_int_equal(r.len, strlen(inputs[i]));
@@ -1069,14 +978,14 @@ test_memcached_compat_nul_ends_line(void **state)
         { "set k 0 0 1\0\r\nx\r\n", 17, 14 },
     };
     size_t failed = 0;
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    for (size_t i = 0; i < NELEM(cases); i++) {
         struct mcs_ascii_parser p = { 0 };
         struct mcs_ascii_req r;
         enum mcs_ascii_status st = mcs_ascii_parse(&p, cases[i].in, cases[i].in_len, ITEM_MAX, &r);
         if (st != MCS_ASCII_REPLY || r.len != cases[i].line_len || r.reply == NULL
             || strcmp(r.reply, reply_format) != 0) {
             print_error("NUL case %zu: %s len %u, expected the bad-format reply for the %u-byte line\n", i,
-                        status_name(st), r.len, cases[i].line_len);
+                        result_name(st), r.len, cases[i].line_len);
             failed++;
         }
     }
@@ -1228,16 +1137,17 @@ test_resp_pipelined(void **state)
         { MCS_RESP_STAT, 10, false },  { MCS_RESP_LINE, 8, false },   { MCS_RESP_LINE, 7, true },
     };
     size_t n = sizeof(stream) - 1;
-    struct guarded g;
-    guarded_init(&g, n);
     for (size_t step = 1; step <= n; step++) {
-        size_t consumed = 0, received = 0, k = 0;
-        while (consumed < n) {
-            received = received + step > n ? n : received + step;
+        struct feed f;
+        feed_start(&f, stream, n);
+        size_t k = 0;
+        while (f.consumed < n) {
+            feed_arrive(&f, step);
             for (;;) {
                 struct mcs_ascii_resp r;
-                const char *buf = guarded_put(&g, stream + consumed, received - consumed);
-                enum mcs_resp_status st = mcs_ascii_resp_parse(buf, received - consumed, ITEM_MAX, &r);
+                size_t len;
+                const char *buf = feed_window(&f, &len);
+                enum mcs_resp_status st = mcs_ascii_resp_parse(buf, len, ITEM_MAX, &r);
                 assert_int_not_equal(st, MCS_RESP_BAD);
                 if (st == MCS_RESP_MORE) {
                     break;
@@ -1250,13 +1160,13 @@ test_resp_pipelined(void **state)
                     assert_int_equal(r.key_len, 2);
                     assert_memory_equal(buf + r.key_off, "bb", 2);
                 }
-                consumed += r.len;
+                f.consumed += r.len;
                 k++;
             }
         }
         assert_int_equal(k, NELEM(want));
+        feed_end(&f);
     }
-    guarded_free(&g);
 }
 
 static void

@@ -12,28 +12,13 @@
  * on a real memcached 1.6.18 (packets sent over a socket, replies read back);
  * the rows say so where the behaviour is surprising.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
-
 #include <stdbool.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "preload/core/binary.h"
+#include "tests/unit/unit.h"
 
-#define ITEM_MAX 1048576u
-#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
-
-#define K10  "kkkkkkkkkk"
-#define K50  K10 K10 K10 K10 K10
-#define K250 K50 K50 K50 K50 K50
-#define K251 K250 "k"
+UNIT_RESULTS_IN_ORDER(MCS_BIN_OK, MCS_BIN_MORE, MCS_BIN_REPLY, MCS_BIN_CLOSE);
 
 /* Extras: set flags 5 exptime 100; incr delta 1 initial 10 exptime 0; touch exptime 7. */
 #define SET_EXT   "\x00\x00\x00\x05\x00\x00\x00\x64"
@@ -43,44 +28,6 @@
 #define EXT8      "\x00\x00\x00\x01\x00\x00\x00\x02"
 
 #define OPAQUE 0xdeadbeefu
-
-/* Guarded buffers -------------------------------------------------------- */
-
-/* A mapping whose last page is PROT_NONE; data is placed to end at the guard. */
-struct guarded {
-    char  *map;
-    size_t map_len;
-    char  *guard;   /* first byte of the PROT_NONE page */
-};
-
-static void
-guarded_init(struct guarded *g, size_t cap)
-{
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    size_t pages = cap / page + 1;
-    g->map_len = (pages + 1) * page;
-    g->map = mmap(NULL, g->map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    assert_true(g->map != MAP_FAILED);
-    g->guard = g->map + pages * page;
-    assert_int_equal(mprotect(g->guard, page, PROT_NONE), 0);
-}
-
-/* Copies data[0, len) so that its last byte is the last readable byte. */
-static const char *
-guarded_put(struct guarded *g, const char *data, size_t len)
-{
-    char *p = g->guard - len;
-    if (len > 0) {
-        memcpy(p, data, len);
-    }
-    return p;
-}
-
-static void
-guarded_free(struct guarded *g)
-{
-    munmap(g->map, g->map_len);
-}
 
 /* Packets ----------------------------------------------------------------- */
 
@@ -173,13 +120,6 @@ build_case(const struct bin_case *c, char *out, size_t cap)
         memcpy(out + n, c->val.p, c->val.n);
     }
     return n + c->val.n;
-}
-
-static const char *
-result_name(enum mcs_bin_result r)
-{
-    static const char *const names[] = { "OK", "MORE", "REPLY", "CLOSE" };
-    return (unsigned)r < 4 ? names[r] : "?";
 }
 
 #define CHECK(cond, ...)                                                              \
@@ -798,24 +738,22 @@ static size_t
 parse_stream(const char *stream, size_t n, const size_t *chunks, size_t nchunks, uint32_t item_max,
              struct event *ev, size_t cap)
 {
-    struct guarded g;
-    guarded_init(&g, n);
+    struct feed f;
+    feed_start(&f, stream, n);
     struct mcs_bin_parser p = { 0 };
-    size_t consumed = 0, received = 0, nev = 0, k = 0;
-    while (consumed < n) {
-        if (received < n) {
-            size_t step = nchunks ? chunks[k++ % nchunks] : n;
-            received = received + step > n ? n : received + step;
-        }
+    size_t nev = 0;
+    for (size_t k = 0; f.received < n; k++) {
+        feed_arrive(&f, nchunks ? chunks[k % nchunks] : n);
         for (;;) {
             struct mcs_bin_req r;
-            const char *buf = guarded_put(&g, stream + consumed, received - consumed);
-            enum mcs_bin_result st = mcs_bin_parse(&p, buf, received - consumed, item_max, &r);
+            size_t len;
+            const char *buf = feed_window(&f, &len);
+            enum mcs_bin_result st = mcs_bin_parse(&p, buf, len, item_max, &r);
             if (st == MCS_BIN_MORE) {
                 break;
             }
-            assert_true(r.len > 0 && r.len <= received - consumed);
-            consumed += r.len;
+            assert_true(r.len > 0 && r.len <= len);
+            f.consumed += r.len;
             if (st == MCS_BIN_REPLY && r.status == 0 && nev > 0 && ev[nev - 1].st == MCS_BIN_REPLY
                 && ev[nev - 1].status == 0) {
                 ev[nev - 1].len += r.len;
@@ -828,16 +766,13 @@ parse_stream(const char *stream, size_t n, const size_t *chunks, size_t nchunks,
             ev[nev].len = r.len;
             nev++;
             if (st == MCS_BIN_CLOSE) {
-                guarded_free(&g);
+                feed_end(&f);
                 return nev;
             }
         }
-        if (received == n && consumed < n) {
-            break;  /* incomplete tail */
-        }
     }
-    guarded_free(&g);
-    return nev;
+    feed_end(&f);
+    return nev;  /* an incomplete tail stays unconsumed */
 }
 
 /* Appends a well-formed request to out at *n. */
@@ -1127,16 +1062,17 @@ test_resp_stat_stream(void **state)
         n += put_resp(s + n, MCS_BIN_OP_STAT, 0, "", 0, stats[i][0], strlen(stats[i][0]), stats[i][1],
                       strlen(stats[i][1]));
     }
-    struct guarded g;
-    guarded_init(&g, n);
     for (size_t chunk = 1; chunk <= n; chunk += (chunk < 30 ? 1 : 17)) {
-        size_t consumed = 0, received = 0, k = 0;
-        while (consumed < n) {
-            received = received + chunk > n ? n : received + chunk;
+        struct feed f;
+        feed_start(&f, s, n);
+        size_t k = 0;
+        while (f.consumed < n) {
+            feed_arrive(&f, chunk);
             for (;;) {
                 struct mcs_bin_resp r;
-                const char *buf = guarded_put(&g, s + consumed, received - consumed);
-                enum mcs_resp_status st = mcs_bin_resp_parse(buf, received - consumed, ITEM_MAX, &r);
+                size_t len;
+                const char *buf = feed_window(&f, &len);
+                enum mcs_resp_status st = mcs_bin_resp_parse(buf, len, ITEM_MAX, &r);
                 assert_int_not_equal(st, MCS_RESP_BAD);
                 if (st == MCS_RESP_MORE) {
                     break;
@@ -1147,13 +1083,13 @@ test_resp_stat_stream(void **state)
                 assert_memory_equal(buf + r.key_off, stats[k][0], r.key_len);
                 assert_int_equal(r.value_len, strlen(stats[k][1]));
                 assert_memory_equal(buf + r.value_off, stats[k][1], r.value_len);
-                consumed += r.len;
+                f.consumed += r.len;
                 k++;
             }
         }
         assert_int_equal(k, NELEM(stats));
+        feed_end(&f);
     }
-    guarded_free(&g);
 }
 
 /* Builders ---------------------------------------------------------------- */

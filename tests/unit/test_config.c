@@ -6,20 +6,13 @@
  * invalid (the error line names the variable and the value), the server list
  * forms, and that only listed variables are ever looked up.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
-
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "preload/core/config.h"
-
-#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+#include "tests/unit/unit.h"
 
 /* A fake environment: NULL-terminated name/value pairs, and what was asked. */
 struct fake_env {

@@ -14,27 +14,16 @@
  * block was skipped). The few places where the shim deliberately answers
  * differently are in test_deliberate_differences, each with the reason.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
-
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "preload/core/meta.h"
+#include "tests/unit/unit.h"
 
-#define ITEM_MAX 1048576u
+UNIT_RESULTS_IN_ORDER(MCS_META_OK, MCS_META_MORE, MCS_META_REPLY, MCS_META_CLOSE);
 
-#define K10  "kkkkkkkkkk"
-#define K50  K10 K10 K10 K10 K10
-#define K250 K50 K50 K50 K50 K50
-#define K251 K250 "k"
 #define A50  "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 #define X31  "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
 #define X32  X31 "x"
@@ -58,78 +47,6 @@ static const char reply_inv_dup[] = "CLIENT_ERROR invalid or duplicate flag\r\n"
 static const char reply_opaque[] = "CLIENT_ERROR opaque token too long\r\n";
 static const char reply_ms_mode[] = "CLIENT_ERROR invalid mode for ms M token\r\n";
 static const char reply_ma_mode[] = "CLIENT_ERROR invalid mode for ma M token\r\n";
-
-/* Guarded buffers -------------------------------------------------------- */
-
-/* A mapping whose last page is PROT_NONE; data is placed to end at the guard. */
-struct guarded {
-    char  *map;
-    size_t map_len;
-    char  *guard;   /* first byte of the PROT_NONE page */
-};
-
-static void
-guarded_init(struct guarded *g, size_t cap)
-{
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    size_t pages = cap / page + 1;
-    g->map_len = (pages + 1) * page;
-    g->map = mmap(NULL, g->map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    assert_true(g->map != MAP_FAILED);
-    g->guard = g->map + pages * page;
-    assert_int_equal(mprotect(g->guard, page, PROT_NONE), 0);
-}
-
-/* Copies data[0, len) so that its last byte is the last readable byte. */
-static const char *
-guarded_put(struct guarded *g, const char *data, size_t len)
-{
-    char *p = g->guard - len;
-    if (len > 0) {
-        memcpy(p, data, len);
-    }
-    return p;
-}
-
-static void
-guarded_free(struct guarded *g)
-{
-    munmap(g->map, g->map_len);
-}
-
-/* Printable form of some bytes, for failure messages (static buffer). */
-static const char *
-show(const char *s, size_t n)
-{
-    static char bufs[4][200];
-    static unsigned next;
-    char *out = bufs[next++ % 4];
-    size_t o = 0;
-    for (size_t i = 0; i < n && o < sizeof(bufs[0]) - 8; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '\r') {
-            o += (size_t)snprintf(out + o, sizeof(bufs[0]) - o, "\\r");
-        } else if (c == '\n') {
-            o += (size_t)snprintf(out + o, sizeof(bufs[0]) - o, "\\n");
-        } else if (c < 32 || c > 126) {
-            o += (size_t)snprintf(out + o, sizeof(bufs[0]) - o, "\\x%02x", c);
-        } else {
-            out[o++] = (char)c;
-        }
-    }
-    if (o >= sizeof(bufs[0]) - 8) {
-        o += (size_t)snprintf(out + o, sizeof(bufs[0]) - o, "...");
-    }
-    out[o] = '\0';
-    return out;
-}
-
-static const char *
-status_name(enum mcs_meta_status s)
-{
-    static const char *const names[] = { "OK", "MORE", "REPLY", "CLOSE" };
-    return (unsigned)s < 4 ? names[s] : "?";
-}
 
 /* Request cases ---------------------------------------------------------- */
 
@@ -514,7 +431,7 @@ check_result(const struct req_case *c, const char *buf, size_t n, enum mcs_meta_
 {
     uint32_t want_len = case_len(c);
     if (st != c->status) {
-        fail_msg("%s: status %s, want %s (reply %s)", show(c->in, n), status_name(st), status_name(c->status),
+        fail_msg("%s: status %s, want %s (reply %s)", show(c->in, n), result_name(st), result_name(c->status),
                  r->reply ? show(r->reply, strlen(r->reply)) : "-");
     }
     if (r->len != want_len) {
@@ -588,7 +505,7 @@ run_case(const struct req_case *c)
         enum mcs_meta_status st = mcs_meta_parse(&p, buf, k, item_max, &r);
         if (k < want_len) {
             if (st != MCS_META_MORE) {
-                fail_msg("%s: %zu bytes give %s, want MORE", show(c->in, n), k, status_name(st));
+                fail_msg("%s: %zu bytes give %s, want MORE", show(c->in, n), k, result_name(st));
             }
             continue;
         }
@@ -601,7 +518,7 @@ static void
 test_ok_cases(void **state)
 {
     (void)state;
-    for (size_t i = 0; i < sizeof(ok_cases) / sizeof(ok_cases[0]); i++) {
+    for (size_t i = 0; i < NELEM(ok_cases); i++) {
         run_case(&ok_cases[i]);
     }
 }
@@ -610,7 +527,7 @@ static void
 test_reply_cases(void **state)
 {
     (void)state;
-    for (size_t i = 0; i < sizeof(reply_cases) / sizeof(reply_cases[0]); i++) {
+    for (size_t i = 0; i < NELEM(reply_cases); i++) {
         run_case(&reply_cases[i]);
     }
 }
@@ -622,7 +539,7 @@ test_lists_covered(void **state)
     (void)state;
     bool cmd_seen[MCS_META_CMD_COUNT] = { false };
     uint64_t flags_seen = 0;
-    for (size_t i = 0; i < sizeof(ok_cases) / sizeof(ok_cases[0]); i++) {
+    for (size_t i = 0; i < NELEM(ok_cases); i++) {
         cmd_seen[ok_cases[i].cmd] = true;
         flags_seen |= mask_of(ok_cases[i].flags);
     }
@@ -727,21 +644,21 @@ static size_t
 feed_stream(const char *stream, size_t n, size_t chunk, unsigned seed, uint32_t item_max, struct event *ev,
             size_t max_ev)
 {
-    struct guarded g;
-    guarded_init(&g, n + 1);
+    struct feed f;
+    feed_start(&f, stream, n);
     struct mcs_meta_parser p = { 0 };
-    size_t consumed = 0, received = 0, count = 0;
-    while (received < n) {
-        size_t step = chunk ? chunk : 1 + (size_t)(seed = seed * 1103515245u + 12345u) % 97;
-        received = received + step > n ? n : received + step;
+    size_t count = 0;
+    while (f.received < n) {
+        feed_arrive(&f, chunk ? chunk : 1 + (size_t)(seed = seed * 1103515245u + 12345u) % 97);
         for (;;) {
-            const char *buf = guarded_put(&g, stream + consumed, received - consumed);
+            size_t len;
+            const char *buf = feed_window(&f, &len);
             struct mcs_meta_req r;
-            enum mcs_meta_status st = mcs_meta_parse(&p, buf, received - consumed, item_max, &r);
+            enum mcs_meta_status st = mcs_meta_parse(&p, buf, len, item_max, &r);
             if (st == MCS_META_MORE) {
                 break;
             }
-            assert_true(r.len > 0 && r.len <= received - consumed);
+            assert_true(r.len > 0 && r.len <= len);
             if (st == MCS_META_REPLY && r.reply == NULL && count > 0 && ev[count - 1].st == MCS_META_REPLY
                 && ev[count - 1].reply == NULL) {
                 ev[count - 1].len += r.len;
@@ -753,15 +670,15 @@ feed_stream(const char *stream, size_t n, size_t chunk, unsigned seed, uint32_t 
                 ev[count].reply = r.reply;
                 count++;
             }
-            consumed += r.len;
+            f.consumed += r.len;
             if (st == MCS_META_CLOSE) {
-                guarded_free(&g);
+                feed_end(&f);
                 return count;
             }
         }
     }
-    assert_int_equal(consumed, n);
-    guarded_free(&g);
+    assert_int_equal(f.consumed, n);
+    feed_end(&f);
     return count;
 }
 
@@ -794,7 +711,7 @@ test_pipelined_all_cases(void **state)
     assert_non_null(stream);
     assert_non_null(expect);
     const struct req_case *sets[2] = { ok_cases, reply_cases };
-    size_t counts[2] = { sizeof(ok_cases) / sizeof(ok_cases[0]), sizeof(reply_cases) / sizeof(reply_cases[0]) };
+    size_t counts[2] = { NELEM(ok_cases), NELEM(reply_cases) };
     for (size_t s = 0; s < 2; s++) {
         for (size_t i = 0; i < counts[s]; i++) {
             const struct req_case *c = &sets[s][i];
@@ -823,7 +740,7 @@ test_pipelined_all_cases(void **state)
     struct event *got = calloc(1024, sizeof(*got));
     assert_non_null(got);
     size_t chunks[] = { 0, 1, 2, 3, 7, 64, 1000, 1 << 20 };
-    for (size_t i = 0; i < sizeof(chunks) / sizeof(chunks[0]); i++) {
+    for (size_t i = 0; i < NELEM(chunks); i++) {
         for (unsigned seed = 1; seed < (chunks[i] == 0 ? 6u : 2u); seed++) {
             size_t got_n = feed_stream(stream, n, chunks[i], seed, ITEM_MAX, got, 1024);
             compare_events(expect, want, got, got_n);
@@ -879,7 +796,7 @@ test_too_large_swallowed(void **state)
     memcpy(s + strlen(head) + vlen, "\r\nmn\r\n", 6);
     struct event ev[8];
     size_t chunks[] = { 1, 7, 4096, 0, n };
-    for (size_t i = 0; i < sizeof(chunks) / sizeof(chunks[0]); i++) {
+    for (size_t i = 0; i < NELEM(chunks); i++) {
         size_t got = feed_stream(s, n, chunks[i], 3, 1000, ev, 8);
         assert_int_equal(got, 3);
         assert_int_equal(ev[0].st, MCS_META_REPLY);
@@ -1093,7 +1010,7 @@ static void
 test_resp_cases(void **state)
 {
     (void)state;
-    for (size_t i = 0; i < sizeof(resp_cases) / sizeof(resp_cases[0]); i++) {
+    for (size_t i = 0; i < NELEM(resp_cases); i++) {
         const struct resp_case *c = &resp_cases[i];
         size_t n = strlen(c->in);
         uint32_t value_max = c->value_max ? c->value_max : ITEM_MAX;
@@ -1149,7 +1066,7 @@ test_resp_real_stream(void **state)
         struct mcs_meta_resp r;
         const char *buf = guarded_put(&g, stream + off, n - off);
         assert_int_equal(mcs_meta_resp_parse(buf, n - off, ITEM_MAX, &r), MCS_RESP_OK);
-        assert_true(i < sizeof(codes) / sizeof(codes[0]));
+        assert_true(i < NELEM(codes));
         assert_int_equal(r.code, codes[i]);
         if (i == 1) {
             assert_int_equal(r.client_flags, 3);
@@ -1165,7 +1082,7 @@ test_resp_real_stream(void **state)
         off += r.len;
         i++;
     }
-    assert_int_equal(i, sizeof(codes) / sizeof(codes[0]));
+    assert_int_equal(i, NELEM(codes));
     guarded_free(&g);
 }
 
@@ -1269,7 +1186,7 @@ static void
 test_rewrite_round_trip(void **state)
 {
     (void)state;
-    for (size_t i = 0; i < sizeof(ok_cases) / sizeof(ok_cases[0]); i++) {
+    for (size_t i = 0; i < NELEM(ok_cases); i++) {
         const struct req_case *c = &ok_cases[i];
         size_t n = case_in_len(c);
         struct mcs_meta_parser p = { .newer_flags = c->newer };
@@ -1280,7 +1197,7 @@ test_rewrite_round_trip(void **state)
         const char *w = mcs_buf_head(&out);
         enum mcs_meta_status st = mcs_meta_parse(&p, w, mcs_buf_len(&out), ITEM_MAX, &b);
         if (st != MCS_META_OK) {
-            fail_msg("%s rewritten %s: %s", show(c->in, n), show(w, mcs_buf_len(&out)), status_name(st));
+            fail_msg("%s rewritten %s: %s", show(c->in, n), show(w, mcs_buf_len(&out)), result_name(st));
         }
         assert_int_equal(b.len, mcs_buf_len(&out));
         assert_int_equal(b.cmd, a.cmd);
@@ -1393,7 +1310,7 @@ test_base64(void **state)
         { "fooba", 5, "Zm9vYmE=" }, { "foobar", 6, "Zm9vYmFy" }, { "\0\0\0", 3, "AAAA" },
         { "\xff\xfe\xfd", 3, "//79" }, { "\xfb\xef", 2, "++8=" },
     };
-    for (size_t i = 0; i < sizeof(vectors) / sizeof(vectors[0]); i++) {
+    for (size_t i = 0; i < NELEM(vectors); i++) {
         char text[16];
         uint8_t bin[16];
         size_t n = mcs_meta_base64_encode((const uint8_t *)vectors[i].bin, vectors[i].len, text, sizeof(text));

@@ -2,19 +2,12 @@
  * tests/unit/test_replica.c: the copy rule (replica.h): reply classes, the
  * action for every write command and answer, and the requests built for copies.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
-
 #include <stdbool.h>
 #include <string.h>
 
 #include "preload/core/ascii.h"
 #include "preload/core/replica.h"
-
-#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+#include "tests/unit/unit.h"
 
 static void
 test_classify(void **state)

@@ -7,12 +7,6 @@
  * passed as now_ms. Covers the states up/down/rejoining/warming, restart vs
  * cut on a probe's answer, and the copies of a key (replicas, backup, eject).
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
-
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,8 +15,7 @@
 #include "hash/continuum.h"
 #include "hash/hash.h"
 #include "preload/core/router.h"
-
-#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+#include "tests/unit/unit.h"
 
 /* A configuration with n servers "10.0.0.<i+1>:11211", weight 1. */
 static void
