@@ -107,7 +107,7 @@ FUZZ_BIN     = $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
 FUZZ_SECONDS ?= 300
 FUZZ_CC      ?= clang
 
-build/fuzz/%: tests/fuzz/%.c $(HASH_SRC) $(CORE_SRC)
+build/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz_common.h $(HASH_SRC) $(CORE_SRC) $(wildcard preload/core/*.h hash/*.h)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) -std=c11 -D_GNU_SOURCE -I. -g -O1 -fsanitize=fuzzer,address,undefined \
 	    -fno-sanitize-recover=undefined -o $@ $< $(HASH_SRC) $(CORE_SRC)

@@ -6,7 +6,9 @@
  * that grows: all at once, one byte at a time (small inputs), and in chunks of
  * pseudo-random sizes derived from the input, with a small and the default
  * item_max. Every call gets a fresh allocation of exactly the unread bytes, so
- * AddressSanitizer catches a read one byte past them. Checked:
+ * AddressSanitizer catches a read one byte past them (the feeding, the reply
+ * stream walk and CHECK are shared with the other targets in fuzz_common.h;
+ * the checks below are this protocol's). Checked:
  *   - every result's spans lie inside the bytes given (len <= available, key,
  *     keys, data, noreply and args spans inside the line or the request);
  *   - storage commands: data_off + data_len + 2 == len, ending "\r\n";
@@ -21,38 +23,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "preload/core/ascii.h"
-
-#define MAX_EVENTS 65536
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* One parse result, reduced to what must not depend on segmentation. */
-struct event {
-    enum mcs_ascii_status st;
-    enum mcs_cmd cmd;
-    uint32_t len;
-    const char *reply;
-};
-
-/* The events of one pass over the input, and whether it ended in CLOSE. */
-struct run {
-    struct event ev[MAX_EVENTS];
-    size_t n;
-    bool closed;
-};
-
-static struct run run_a, run_b;
-
-#define CHECK(cond)          \
-    do {                     \
-        if (!(cond)) {       \
-            abort();         \
-        }                    \
-    } while (0)
+#include "tests/fuzz/fuzz_common.h"
 
 static bool
 is_storage(enum mcs_cmd cmd)
@@ -113,138 +87,70 @@ check_request(const char *buf, size_t avail, uint32_t item_max, enum mcs_ascii_s
     }
 }
 
-static uint64_t
-mix(uint64_t *s)
+/* fuzz_parser.reset: a fresh parser. */
+static void
+reset_request(void *ctx)
 {
-    *s ^= *s >> 12;
-    *s ^= *s << 25;
-    *s ^= *s >> 27;
-    return *s * 2685821657736338717ull;
+    *(struct mcs_ascii_parser *)ctx = (struct mcs_ascii_parser){ 0 };
 }
 
-/* Feeds data as a growing buffer; chunk 0 means random sizes from seed. */
-static void
-feed(const char *data, size_t size, size_t chunk, uint64_t seed, uint32_t item_max, struct run *out)
+/* fuzz_parser.parse: one request, checked and reduced to an event. */
+static bool
+parse_request(void *ctx, const char *buf, size_t len, uint32_t item_max, struct fuzz_event *ev)
 {
-    struct mcs_ascii_parser p = { 0 };
-    size_t consumed = 0, received = 0;
-    out->n = 0;
-    out->closed = false;
-    while (consumed < size) {
-        if (received == size) {
-            break;      /* incomplete tail: nothing more will come */
-        }
-        size_t step = chunk ? chunk : 1 + mix(&seed) % (mix(&seed) % 4 == 0 ? 4096 : 64);
-        received = received + step > size ? size : received + step;
-        for (;;) {
-            size_t avail = received - consumed;
-            char *win = malloc(avail ? avail : 1);
-            CHECK(win != NULL);
-            memcpy(win, data + consumed, avail);
-            struct mcs_ascii_req r;
-            enum mcs_ascii_status st = mcs_ascii_parse(&p, win, avail, item_max, &r);
-            if (st != MCS_ASCII_MORE) {
-                check_request(win, avail, item_max, st, &r);
-            }
-            free(win);
-            if (st == MCS_ASCII_MORE) {
-                break;
-            }
-            /* consecutive silent skips (noreply errors, swallowed values) are one event */
-            if (st == MCS_ASCII_REPLY && r.reply == NULL && out->n > 0 && out->ev[out->n - 1].st == MCS_ASCII_REPLY
-                && out->ev[out->n - 1].reply == NULL) {
-                out->ev[out->n - 1].len += r.len;
-            } else {
-                CHECK(out->n < MAX_EVENTS);
-                out->ev[out->n].st = st;
-                out->ev[out->n].cmd = st == MCS_ASCII_OK ? r.cmd : MCS_CMD_COUNT;
-                out->ev[out->n].len = r.len;
-                out->ev[out->n].reply = r.reply;
-                out->n++;
-            }
-            consumed += r.len;
-            if (st == MCS_ASCII_CLOSE) {
-                out->closed = true;
-                return;
-            }
-        }
+    struct mcs_ascii_req r;
+    enum mcs_ascii_status st = mcs_ascii_parse(ctx, buf, len, item_max, &r);
+    if (st == MCS_ASCII_MORE) {
+        return false;
     }
+    check_request(buf, len, item_max, st, &r);
+    ev->status = st;
+    ev->what = st == MCS_ASCII_OK ? (int)r.cmd : (int)MCS_CMD_COUNT;
+    ev->len = r.len;
+    ev->reply = r.reply;
+    /* silent skips (noreply errors, swallowed values) */
+    ev->skip = st == MCS_ASCII_REPLY && r.reply == NULL;
+    ev->close = st == MCS_ASCII_CLOSE;
+    return true;
 }
 
-static void
-compare(const struct run *a, const struct run *b)
+/* A fuzz_reply_fn: one reply, checked, or checked against the one kept. */
+static enum mcs_resp_status
+parse_reply(void *kept, const char *buf, size_t len, uint32_t value_max, bool alone, size_t *item_len)
 {
-    if (a->closed || b->closed) {
-        return;
+    struct mcs_ascii_resp r, *k = kept;
+    enum mcs_resp_status st = mcs_ascii_resp_parse(buf, len, value_max, &r);
+    if (st != MCS_RESP_OK) {
+        return st;
     }
-    CHECK(a->n == b->n);
-    for (size_t i = 0; i < a->n; i++) {
-        CHECK(a->ev[i].st == b->ev[i].st);
-        CHECK(a->ev[i].cmd == b->ev[i].cmd);
-        CHECK(a->ev[i].len == b->ev[i].len);
-        CHECK(a->ev[i].reply == b->ev[i].reply);
+    *item_len = r.len;
+    if (alone) {
+        CHECK(r.len == k->len && r.kind == k->kind && r.error == k->error);
+        return st;
     }
-}
-
-static void
-fuzz_responses(const char *data, size_t size, uint32_t value_max)
-{
-    size_t off = 0;
-    while (off < size) {
-        size_t avail = size - off;
-        char *win = malloc(avail);
-        CHECK(win != NULL);
-        memcpy(win, data + off, avail);
-        struct mcs_ascii_resp r;
-        enum mcs_resp_status st = mcs_ascii_resp_parse(win, avail, value_max, &r);
-        if (st != MCS_RESP_OK) {
-            free(win);
-            return;
-        }
-        CHECK(r.len > 0 && r.len <= avail);
-        CHECK(win[r.len - 1] == '\n');
-        if (r.kind == MCS_RESP_VALUE) {
-            CHECK(r.len >= 2 && win[r.len - 2] == '\r');
-            CHECK(r.key_len > 0 && (uint64_t)r.key_off + r.key_len < r.len);
-        }
-        CHECK(!r.error || r.kind == MCS_RESP_LINE);
-        /* the item alone parses the same; one byte less is not an item */
-        struct mcs_ascii_resp r2;
-        free(win);
-        win = malloc(r.len);
-        CHECK(win != NULL);
-        memcpy(win, data + off, r.len);
-        CHECK(mcs_ascii_resp_parse(win, r.len, value_max, &r2) == MCS_RESP_OK);
-        CHECK(r2.len == r.len && r2.kind == r.kind && r2.error == r.error);
-        CHECK(mcs_ascii_resp_parse(win, r.len - 1, value_max, &r2) == MCS_RESP_MORE);
-        free(win);
-        off += r.len;
+    CHECK(r.len > 0 && r.len <= len);
+    CHECK(buf[r.len - 1] == '\n');
+    if (r.kind == MCS_RESP_VALUE) {
+        CHECK(r.len >= 2 && buf[r.len - 2] == '\r');
+        CHECK(r.key_len > 0 && (uint64_t)r.key_off + r.key_len < r.len);
     }
+    CHECK(!r.error || r.kind == MCS_RESP_LINE);
+    *k = r;
+    return st;
 }
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    const char *bytes = (const char *)data;
     /* a seed for chunk sizes and a small item_max, both from the input */
-    uint64_t seed = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < size; i++) {
-        seed = (seed ^ data[i]) * 0x100000001b3ull;
-    }
-    seed |= 1;
     static const uint32_t small_max[] = { 1, 5, 16, 100, 1024 };
-    uint32_t item_maxes[] = { small_max[seed % 5], 1048576 };
-
-    for (size_t m = 0; m < 2; m++) {
-        feed(bytes, size, size ? size : 1, 0, item_maxes[m], &run_a);
-        feed(bytes, size, 0, seed, item_maxes[m], &run_b);
-        compare(&run_a, &run_b);
-        if (size <= 2048) {
-            feed(bytes, size, 1, 0, item_maxes[m], &run_b);
-            compare(&run_a, &run_b);
-        }
-    }
-    fuzz_responses(bytes, size, 1048576);
-    fuzz_responses(bytes, size, item_maxes[0]);
+    uint64_t seed = fuzz_seed(data, size);
+    struct mcs_ascii_parser parser;
+    struct mcs_ascii_resp kept;
+    const struct fuzz_parser requests = {
+        .ctx = &parser, .reset = reset_request, .parse = parse_request,
+        .close_depends_on_cut = true,   /* line-length limits, as in memcached */
+    };
+    fuzz_run(&requests, parse_reply, &kept, data, size, seed, small_max[seed % 5]);
     return 0;
 }

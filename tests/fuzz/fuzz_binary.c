@@ -7,7 +7,9 @@
  * that grows: all at once, one byte at a time (small inputs), and in chunks
  * of pseudo-random sizes derived from the input, with a small and the default
  * item_max. Every call gets a fresh allocation of exactly the unread bytes,
- * so AddressSanitizer catches a read one byte past them. Checked:
+ * so AddressSanitizer catches a read one byte past them (the feeding, the
+ * reply stream walk and CHECK are shared with the other targets in
+ * fuzz_common.h; the checks below are this protocol's). Checked:
  *   - every span (extras, key, value) lies inside the request, and the
  *     request inside the bytes given; keys of at most 250 bytes; values of
  *     at most item_max; the extras length is one the opcode allows;
@@ -26,36 +28,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "preload/core/binary.h"
-
-#define MAX_EVENTS 65536
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* One parse result, reduced to what must not depend on segmentation. */
-struct event {
-    enum mcs_bin_result st;
-    uint8_t  opcode;
-    uint16_t status;
-    uint32_t len;
-};
-
-struct run {
-    struct event ev[MAX_EVENTS];
-    size_t n;
-};
-
-static struct run run_a, run_b;
-
-#define CHECK(cond)          \
-    do {                     \
-        if (!(cond)) {       \
-            abort();         \
-        }                    \
-    } while (0)
+#include "tests/fuzz/fuzz_common.h"
 
 static bool
 extras_allowed(uint8_t base, uint8_t extras_len)
@@ -155,74 +131,31 @@ check_request(const char *buf, size_t avail, uint32_t item_max, enum mcs_bin_res
     check_rebuild(buf, r, item_max);
 }
 
-static uint64_t
-mix(uint64_t *s)
+/* fuzz_parser.reset: a fresh parser. */
+static void
+reset_request(void *ctx)
 {
-    *s ^= *s >> 12;
-    *s ^= *s << 25;
-    *s ^= *s >> 27;
-    return *s * 2685821657736338717ull;
+    *(struct mcs_bin_parser *)ctx = (struct mcs_bin_parser){ 0 };
 }
 
-static void
-record(struct run *out, enum mcs_bin_result st, const struct mcs_bin_req *r)
+/* fuzz_parser.parse: one packet, checked and reduced to an event. */
+static bool
+parse_request(void *ctx, const char *buf, size_t len, uint32_t item_max, struct fuzz_event *ev)
 {
-    if (st == MCS_BIN_REPLY && r->status == 0 && out->n > 0 && out->ev[out->n - 1].st == MCS_BIN_REPLY
-        && out->ev[out->n - 1].status == 0) {
-        out->ev[out->n - 1].len += r->len;
-        return;
+    struct mcs_bin_req r;
+    enum mcs_bin_result st = mcs_bin_parse(ctx, buf, len, item_max, &r);
+    if (st == MCS_BIN_MORE) {
+        return false;
     }
-    CHECK(out->n < MAX_EVENTS);
-    out->ev[out->n].st = st;
-    out->ev[out->n].opcode = r->opcode;
-    out->ev[out->n].status = r->status;
-    out->ev[out->n].len = r->len;
-    out->n++;
-}
-
-/* Feeds data as a growing buffer; chunk 0 means random sizes from seed. */
-static void
-feed(const char *data, size_t size, size_t chunk, uint64_t seed, uint32_t item_max, struct run *out)
-{
-    struct mcs_bin_parser p = { 0 };
-    size_t consumed = 0, received = 0;
-    out->n = 0;
-    while (consumed < size && received < size) {
-        size_t step = chunk ? chunk : 1 + mix(&seed) % (mix(&seed) % 4 == 0 ? 4096 : 64);
-        received = received + step > size ? size : received + step;
-        for (;;) {
-            size_t avail = received - consumed;
-            char *win = malloc(avail ? avail : 1);
-            CHECK(win != NULL);
-            memcpy(win, data + consumed, avail);
-            struct mcs_bin_req r;
-            enum mcs_bin_result st = mcs_bin_parse(&p, win, avail, item_max, &r);
-            if (st != MCS_BIN_MORE) {
-                check_request(win, avail, item_max, st, &r);
-            }
-            free(win);
-            if (st == MCS_BIN_MORE) {
-                break;
-            }
-            record(out, st, &r);
-            consumed += r.len;
-            if (st == MCS_BIN_CLOSE) {
-                return;
-            }
-        }
-    }
-}
-
-static void
-compare(const struct run *a, const struct run *b)
-{
-    CHECK(a->n == b->n);
-    for (size_t i = 0; i < a->n; i++) {
-        CHECK(a->ev[i].st == b->ev[i].st);
-        CHECK(a->ev[i].opcode == b->ev[i].opcode || (a->ev[i].st == MCS_BIN_REPLY && a->ev[i].status == 0));
-        CHECK(a->ev[i].status == b->ev[i].status);
-        CHECK(a->ev[i].len == b->ev[i].len);
-    }
+    check_request(buf, len, item_max, st, &r);
+    ev->status = st;
+    ev->what = r.opcode;
+    ev->code = r.status;
+    ev->len = r.len;
+    /* skipping the rest of a rejected body */
+    ev->skip = st == MCS_BIN_REPLY && r.status == 0;
+    ev->close = st == MCS_BIN_CLOSE;
+    return true;
 }
 
 /* The reply packet rebuilt from its fields gives the same bytes (the data
@@ -251,66 +184,42 @@ be32(const char *p)
     return (uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 | (uint32_t)u[2] << 8 | u[3];
 }
 
-static void
-fuzz_responses(const char *data, size_t size, uint32_t value_max)
+/* A fuzz_reply_fn: one packet, checked, or checked against the one kept. */
+static enum mcs_resp_status
+parse_reply(void *kept, const char *buf, size_t len, uint32_t value_max, bool alone, size_t *item_len)
 {
-    size_t off = 0;
-    while (off < size) {
-        size_t avail = size - off;
-        char *win = malloc(avail);
-        CHECK(win != NULL);
-        memcpy(win, data + off, avail);
-        struct mcs_bin_resp r;
-        enum mcs_resp_status st = mcs_bin_resp_parse(win, avail, value_max, &r);
-        free(win);
-        if (st == MCS_RESP_MORE) {
-            CHECK(avail < MCS_BIN_HEADER_LEN || MCS_BIN_HEADER_LEN + (uint64_t)be32(data + off + 8) > avail);
-        }
-        if (st != MCS_RESP_OK) {
-            return;
-        }
-        CHECK(r.len >= MCS_BIN_HEADER_LEN && r.len <= avail);
-        CHECK(r.extras_off == MCS_BIN_HEADER_LEN && r.key_off == r.extras_off + r.extras_len);
-        CHECK(r.value_off == r.key_off + r.key_len && (uint64_t)r.value_off + r.value_len == r.len);
-        CHECK(r.value_len <= value_max);
-        /* the packet alone parses the same; one byte less is not a packet */
-        win = malloc(r.len);
-        CHECK(win != NULL);
-        memcpy(win, data + off, r.len);
-        struct mcs_bin_resp r2;
-        CHECK(mcs_bin_resp_parse(win, r.len, value_max, &r2) == MCS_RESP_OK);
-        CHECK(r2.len == r.len && r2.opcode == r.opcode && r2.status == r.status && r2.opaque == r.opaque);
-        CHECK(r2.cas == r.cas && r2.extras_len == r.extras_len && r2.key_len == r.key_len);
-        CHECK(r2.value_off == r.value_off && r2.value_len == r.value_len);
-        CHECK(mcs_bin_resp_parse(win, r.len - 1, value_max, &r2) == MCS_RESP_MORE);
-        check_resp_rebuild(win, &r);
-        free(win);
-        off += r.len;
+    struct mcs_bin_resp r, *k = kept;
+    enum mcs_resp_status st = mcs_bin_resp_parse(buf, len, value_max, &r);
+    if (st == MCS_RESP_MORE && !alone) {
+        CHECK(len < MCS_BIN_HEADER_LEN || MCS_BIN_HEADER_LEN + (uint64_t)be32(buf + 8) > len);
     }
+    if (st != MCS_RESP_OK) {
+        return st;
+    }
+    *item_len = r.len;
+    if (alone) {
+        CHECK(r.len == k->len && r.opcode == k->opcode && r.status == k->status && r.opaque == k->opaque);
+        CHECK(r.cas == k->cas && r.extras_len == k->extras_len && r.key_len == k->key_len);
+        CHECK(r.value_off == k->value_off && r.value_len == k->value_len);
+        check_resp_rebuild(buf, k);
+        return st;
+    }
+    CHECK(r.len >= MCS_BIN_HEADER_LEN && r.len <= len);
+    CHECK(r.extras_off == MCS_BIN_HEADER_LEN && r.key_off == r.extras_off + r.extras_len);
+    CHECK(r.value_off == r.key_off + r.key_len && (uint64_t)r.value_off + r.value_len == r.len);
+    CHECK(r.value_len <= value_max);
+    *k = r;
+    return st;
 }
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    const char *bytes = (const char *)data;
-    uint64_t seed = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < size; i++) {
-        seed = (seed ^ data[i]) * 0x100000001b3ull;
-    }
-    seed |= 1;
     static const uint32_t small_max[] = { 0, 1, 5, 16, 100, 1024 };
-    uint32_t item_maxes[] = { small_max[seed % 6], 1048576 };
-
-    for (size_t m = 0; m < 2; m++) {
-        feed(bytes, size, size ? size : 1, 0, item_maxes[m], &run_a);
-        feed(bytes, size, 0, seed, item_maxes[m], &run_b);
-        compare(&run_a, &run_b);
-        if (size <= 2048) {
-            feed(bytes, size, 1, 0, item_maxes[m], &run_b);
-            compare(&run_a, &run_b);
-        }
-    }
-    fuzz_responses(bytes, size, 1048576);
-    fuzz_responses(bytes, size, item_maxes[0]);
+    uint64_t seed = fuzz_seed(data, size);
+    struct mcs_bin_parser parser;
+    struct mcs_bin_resp kept;
+    const struct fuzz_parser requests = { .ctx = &parser, .reset = reset_request, .parse = parse_request };
+    fuzz_run(&requests, parse_reply, &kept, data, size, seed, small_max[seed % 6]);
     return 0;
 }

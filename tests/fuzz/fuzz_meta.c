@@ -7,7 +7,9 @@
  * pseudo-random sizes derived from the input, with a small and the default
  * item_max, and with the newer flags off and on. Every call gets a fresh
  * allocation of exactly the unread bytes, so AddressSanitizer catches a read
- * one byte past them. Checked:
+ * one byte past them (the feeding, the reply stream walk and CHECK are shared
+ * with the other targets in fuzz_common.h; the checks below are this
+ * protocol's). Checked:
  *   - every result's spans lie inside the bytes given (len <= available; key,
  *     flags, opaque inside the line; ms data inside the request, ending
  *     "\r\n"); keys of at most 250 bytes, a b key decodes as stored;
@@ -30,32 +32,7 @@
 #include <string.h>
 
 #include "preload/core/meta.h"
-
-#define MAX_EVENTS 65536
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* One parse result, reduced to what must not depend on segmentation. */
-struct event {
-    enum mcs_meta_status st;
-    enum mcs_meta_cmd cmd;
-    uint32_t len;
-    const char *reply;
-};
-
-struct run {
-    struct event ev[MAX_EVENTS];
-    size_t n;
-};
-
-static struct run run_a, run_b;
-
-#define CHECK(cond)          \
-    do {                     \
-        if (!(cond)) {       \
-            abort();         \
-        }                    \
-    } while (0)
+#include "tests/fuzz/fuzz_common.h"
 
 static bool
 span_in(uint32_t off, uint32_t len, uint32_t lo, uint32_t hi)
@@ -70,9 +47,7 @@ check_rewrite(const char *buf, bool newer, uint32_t item_max, const struct mcs_m
     struct mcs_buf out = { 0 };
     CHECK(mcs_meta_rewrite(buf, r, "q", NULL, &out) == 0);
     size_t n = mcs_buf_len(&out);
-    char *w = malloc(n);
-    CHECK(w != NULL);
-    memcpy(w, mcs_buf_head(&out), n);
+    char *w = fuzz_copy(mcs_buf_head(&out), n);
     mcs_buf_free(&out);
     struct mcs_meta_parser p = { .newer_flags = newer };
     struct mcs_meta_req b;
@@ -134,117 +109,76 @@ check_request(const char *buf, size_t avail, uint32_t item_max, bool newer, enum
     check_rewrite(buf, newer, item_max, r);
 }
 
-static uint64_t
-mix(uint64_t *s)
+/* The request side: a parser and whether the newer flags are on. */
+struct request_ctx {
+    struct mcs_meta_parser parser;
+    bool newer;
+};
+
+/* fuzz_parser.reset: a fresh parser. */
+static void
+reset_request(void *ctx)
 {
-    *s ^= *s >> 12;
-    *s ^= *s << 25;
-    *s ^= *s >> 27;
-    return *s * 2685821657736338717ull;
+    struct request_ctx *c = ctx;
+    c->parser = (struct mcs_meta_parser){ .newer_flags = c->newer };
 }
 
-/* Feeds data as a growing buffer; chunk 0 means random sizes from seed. */
-static void
-feed(const char *data, size_t size, size_t chunk, uint64_t seed, uint32_t item_max, bool newer, struct run *out)
+/* fuzz_parser.parse: one request, checked and reduced to an event. */
+static bool
+parse_request(void *ctx, const char *buf, size_t len, uint32_t item_max, struct fuzz_event *ev)
 {
-    struct mcs_meta_parser p = { .newer_flags = newer };
-    size_t consumed = 0, received = 0;
-    out->n = 0;
-    while (consumed < size && received < size) {
-        size_t step = chunk ? chunk : 1 + mix(&seed) % (mix(&seed) % 4 == 0 ? 4096 : 64);
-        received = received + step > size ? size : received + step;
-        for (;;) {
-            size_t avail = received - consumed;
-            char *win = malloc(avail ? avail : 1);
-            CHECK(win != NULL);
-            memcpy(win, data + consumed, avail);
-            struct mcs_meta_req r;
-            enum mcs_meta_status st = mcs_meta_parse(&p, win, avail, item_max, &r);
-            if (st != MCS_META_MORE) {
-                check_request(win, avail, item_max, newer, st, &r);
-            }
-            free(win);
-            if (st == MCS_META_MORE) {
-                break;
-            }
-            /* consecutive silent skips (swallowed values) are one event */
-            if (st == MCS_META_REPLY && r.reply == NULL && out->n > 0 && out->ev[out->n - 1].st == MCS_META_REPLY
-                && out->ev[out->n - 1].reply == NULL) {
-                out->ev[out->n - 1].len += r.len;
-            } else {
-                CHECK(out->n < MAX_EVENTS);
-                out->ev[out->n].st = st;
-                out->ev[out->n].cmd = st == MCS_META_OK ? r.cmd : MCS_META_CMD_COUNT;
-                out->ev[out->n].len = r.len;
-                out->ev[out->n].reply = r.reply;
-                out->n++;
-            }
-            consumed += r.len;
-            if (st == MCS_META_CLOSE) {
-                return;
-            }
-        }
+    struct request_ctx *c = ctx;
+    struct mcs_meta_req r;
+    enum mcs_meta_status st = mcs_meta_parse(&c->parser, buf, len, item_max, &r);
+    if (st == MCS_META_MORE) {
+        return false;
     }
+    check_request(buf, len, item_max, c->newer, st, &r);
+    ev->status = st;
+    ev->what = st == MCS_META_OK ? (int)r.cmd : (int)MCS_META_CMD_COUNT;
+    ev->len = r.len;
+    ev->reply = r.reply;
+    /* silent skips (swallowed values) */
+    ev->skip = st == MCS_META_REPLY && r.reply == NULL;
+    ev->close = st == MCS_META_CLOSE;
+    return true;
 }
 
-static void
-compare(const struct run *a, const struct run *b)
+/* A fuzz_reply_fn: one reply, checked, or checked against the one kept. */
+static enum mcs_resp_status
+parse_reply(void *kept, const char *buf, size_t len, uint32_t value_max, bool alone, size_t *item_len)
 {
-    CHECK(a->n == b->n);
-    for (size_t i = 0; i < a->n; i++) {
-        CHECK(a->ev[i].st == b->ev[i].st);
-        CHECK(a->ev[i].cmd == b->ev[i].cmd);
-        CHECK(a->ev[i].len == b->ev[i].len);
-        CHECK(a->ev[i].reply == b->ev[i].reply);
+    struct mcs_meta_resp r, *k = kept;
+    enum mcs_resp_status st = mcs_meta_resp_parse(buf, len, value_max, &r);
+    if (st != MCS_RESP_OK) {
+        return st;
     }
-}
-
-static void
-fuzz_responses(const char *data, size_t size, uint32_t value_max)
-{
-    size_t off = 0;
-    while (off < size) {
-        size_t avail = size - off;
-        char *win = malloc(avail);
-        CHECK(win != NULL);
-        memcpy(win, data + off, avail);
-        struct mcs_meta_resp r;
-        enum mcs_resp_status st = mcs_meta_resp_parse(win, avail, value_max, &r);
-        if (st != MCS_RESP_OK) {
-            free(win);
-            return;
-        }
-        CHECK(r.len > 0 && r.len <= avail);
-        CHECK(r.code < MCS_META_RESP_COUNT);
-        CHECK(r.line_len > 0 && r.line_len <= r.len && win[r.line_len - 1] == '\n');
-        CHECK(r.error == (r.code >= MCS_META_RESP_ERROR));
-        CHECK(span_in(r.flags_off, r.flags_len, 0, r.line_len - 1));
-        CHECK(span_in(r.key_off, r.key_len, 0, r.line_len - 1));
-        CHECK(span_in(r.opaque_off, r.opaque_len, 0, r.line_len - 1));
-        if (r.code == MCS_META_RESP_VA) {
-            CHECK(r.data_off == r.line_len && (uint64_t)r.data_off + r.data_len + 2 == r.len);
-            CHECK(r.data_len <= value_max);
-            CHECK(win[r.len - 2] == '\r' && win[r.len - 1] == '\n');
-        } else {
-            CHECK(r.len == r.line_len && r.data_len == 0);
-        }
-        /* the item alone parses the same; one byte less is not an item */
-        struct mcs_meta_resp r2;
-        free(win);
-        win = malloc(r.len);
-        CHECK(win != NULL);
-        memcpy(win, data + off, r.len);
-        CHECK(mcs_meta_resp_parse(win, r.len, value_max, &r2) == MCS_RESP_OK);
-        CHECK(r2.len == r.len && r2.code == r.code && r2.flags == r.flags && r2.cas == r.cas && r2.ttl == r.ttl);
-        CHECK(mcs_meta_resp_parse(win, r.len - 1, value_max, &r2) == MCS_RESP_MORE);
-        free(win);
-        off += r.len;
+    *item_len = r.len;
+    if (alone) {
+        CHECK(r.len == k->len && r.code == k->code && r.flags == k->flags && r.cas == k->cas && r.ttl == k->ttl);
+        return st;
     }
+    CHECK(r.len > 0 && r.len <= len);
+    CHECK(r.code < MCS_META_RESP_COUNT);
+    CHECK(r.line_len > 0 && r.line_len <= r.len && buf[r.line_len - 1] == '\n');
+    CHECK(r.error == (r.code >= MCS_META_RESP_ERROR));
+    CHECK(span_in(r.flags_off, r.flags_len, 0, r.line_len - 1));
+    CHECK(span_in(r.key_off, r.key_len, 0, r.line_len - 1));
+    CHECK(span_in(r.opaque_off, r.opaque_len, 0, r.line_len - 1));
+    if (r.code == MCS_META_RESP_VA) {
+        CHECK(r.data_off == r.line_len && (uint64_t)r.data_off + r.data_len + 2 == r.len);
+        CHECK(r.data_len <= value_max);
+        CHECK(buf[r.len - 2] == '\r' && buf[r.len - 1] == '\n');
+    } else {
+        CHECK(r.len == r.line_len && r.data_len == 0);
+    }
+    *k = r;
+    return st;
 }
 
 /* The first bytes as a binary key survive building and parsing. */
 static void
-fuzz_build(const uint8_t *data, size_t size)
+check_binary_key(const uint8_t *data, size_t size)
 {
     size_t n = size < 186 ? size : 186;
     if (n == 0) {
@@ -266,28 +200,13 @@ fuzz_build(const uint8_t *data, size_t size)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    const char *bytes = (const char *)data;
     /* a seed for chunk sizes, a small item_max and the flag set, from the input */
-    uint64_t seed = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < size; i++) {
-        seed = (seed ^ data[i]) * 0x100000001b3ull;
-    }
-    seed |= 1;
     static const uint32_t small_max[] = { 1, 5, 16, 100, 1024 };
-    uint32_t item_maxes[] = { small_max[seed % 5], 1048576 };
-    bool newer = (seed >> 8) & 1;
-
-    for (size_t m = 0; m < 2; m++) {
-        feed(bytes, size, size ? size : 1, 0, item_maxes[m], newer, &run_a);
-        feed(bytes, size, 0, seed, item_maxes[m], newer, &run_b);
-        compare(&run_a, &run_b);
-        if (size <= 2048) {
-            feed(bytes, size, 1, 0, item_maxes[m], newer, &run_b);
-            compare(&run_a, &run_b);
-        }
-    }
-    fuzz_responses(bytes, size, 1048576);
-    fuzz_responses(bytes, size, item_maxes[0]);
-    fuzz_build(data, size);
+    uint64_t seed = fuzz_seed(data, size);
+    struct request_ctx req = { .newer = (seed >> 8) & 1 };
+    struct mcs_meta_resp kept;
+    const struct fuzz_parser requests = { .ctx = &req, .reset = reset_request, .parse = parse_request };
+    fuzz_run(&requests, parse_reply, &kept, data, size, seed, small_max[seed % 5]);
+    check_binary_key(data, size);
     return 0;
 }
