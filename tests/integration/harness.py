@@ -381,24 +381,15 @@ def _parse_servers(servers):
     return out
 
 
-def ring_owner_ref(servers, keys, hash_name="md5", dist="ketama"):
-    """Reference placement (twemproxy's formulas), independent of the C code."""
+def ring_points_ref(servers, hash_name="md5"):
+    """The ketama continuum of the reference ring: sorted (point, rank, index)."""
     srv = _parse_servers(servers)
     names = [name if name else (host if port == 11211 else "%s:%d" % (host, port)) for host, port, _w, name in srv]
-    # nutcracker sorts its pool by name (shorter first, then bytewise) while checking for
-    # duplicates, and that order is its server order: modula slots and ketama ties follow it.
     order = sorted(range(len(srv)), key=lambda i: (len(names[i].encode()), names[i].encode()))
     rank = {i: r for r, i in enumerate(order)}
-    if dist == "modula":
-        slots = []
-        for i in order:
-            slots += [i] * srv[i][2]
-        return [slots[_key_hash(hash_name, _b(k)) % len(slots)] for k in keys]
-    if dist != "ketama":
-        raise ValueError(dist)
     total = sum(w for _h, _p, w, _n in srv)
     points = []
-    for i, (host, port, w, name) in enumerate(srv):
+    for i, (_host, _port, w, _name) in enumerate(srv):
         pct = _f32(_f32(float(w)) / _f32(float(total)))
         # (float)(pct * 160 / 4 * (float)n + 0.0000000001), each float op rounded
         x = _f32(_f32(_f32(pct * 160.0) / 4.0) * _f32(float(len(srv))))
@@ -408,6 +399,24 @@ def ring_owner_ref(servers, keys, hash_name="md5", dist="ketama"):
             for a in range(4):
                 points.append((_md5_word(label, a), rank[i], i))
     points.sort()
+    return points
+
+
+def ring_owner_ref(servers, keys, hash_name="md5", dist="ketama"):
+    """Reference placement (twemproxy's formulas), independent of the C code."""
+    srv = _parse_servers(servers)
+    names = [name if name else (host if port == 11211 else "%s:%d" % (host, port)) for host, port, _w, name in srv]
+    # nutcracker sorts its pool by name (shorter first, then bytewise) while checking for
+    # duplicates, and that order is its server order: modula slots and ketama ties follow it.
+    order = sorted(range(len(srv)), key=lambda i: (len(names[i].encode()), names[i].encode()))
+    if dist == "modula":
+        slots = []
+        for i in order:
+            slots += [i] * srv[i][2]
+        return [slots[_key_hash(hash_name, _b(k)) % len(slots)] for k in keys]
+    if dist != "ketama":
+        raise ValueError(dist)
+    points = ring_points_ref(servers, hash_name)
     values = [p[0] for p in points]
     import bisect
     res = []
@@ -680,26 +689,6 @@ def check_value(tc, key, want, flags, value):
 
 # ---------------------------------------------------------------------------------------
 # Replica placement: the servers a key's copies go to along the primary ring.
-
-def ring_points_ref(servers, hash_name="md5"):
-    """The ketama continuum of the reference ring above: sorted (point, rank, index)."""
-    srv = _parse_servers(servers)
-    names = [name if name else (host if port == 11211 else "%s:%d" % (host, port)) for host, port, _w, name in srv]
-    order = sorted(range(len(srv)), key=lambda i: (len(names[i].encode()), names[i].encode()))
-    rank = {i: r for r, i in enumerate(order)}
-    total = sum(w for _h, _p, w, _n in srv)
-    points = []
-    for i, (_host, _port, w, _name) in enumerate(srv):
-        pct = _f32(_f32(float(w)) / _f32(float(total)))
-        x = _f32(_f32(_f32(pct * 160.0) / 4.0) * _f32(float(len(srv))))
-        per = int(_f32(x + 0.0000000001) // 1) * 4
-        for k in range(per // 4):
-            label = ("%s-%d" % (names[i], k)).encode()
-            for a in range(4):
-                points.append((_md5_word(label, a), rank[i], i))
-    points.sort()
-    return points
-
 
 def ring_walk_ref(servers, keys, n, hash_name="md5"):
     """For each key, the first n distinct server indices met walking the ketama
