@@ -203,7 +203,7 @@ mcs_router_targets(struct mcs_router *r, const char *key, size_t len, uint32_t *
 {
     uint32_t n = 0;
     uint32_t h = key_hash(r, key, len);
-    out[n++] = mcs_router_server_for_key(r, key, len);
+    out[n++] = r->nprimaries == 1 ? 0 : mcs_continuum_lookup(r->cfg->dist, r->points, r->npoints, h);
     if (r->cfg->replicas > 1 && r->npoints > 0) {
         size_t start = point_index(r->cfg->dist, r->points, r->npoints, h);
         for (size_t i = 1; i < r->npoints && n < r->cfg->replicas; i++) {

@@ -195,13 +195,13 @@ key_copies(struct mcs_engine *e, struct mcs_request *r)
     if (action == MCS_COPY_NONE) {
         return;
     }
+    if (!e->router.copies) {
+        return;   /* eject: the live-ring owner stands in for a down primary; it is not a copy */
+    }
     size_t klen;
     const char *key = kept_key(r, &klen);
     for (uint32_t i = r->tried + 1u; i < r->ntargets; i++) {
         uint32_t s = r->targets[i];
-        if (e->cfg->eject && !e->router.copies) {
-            break;   /* the live-ring owner stands in for a down primary; it is not a copy */
-        }
         if (!usable(e, s)) {
             missed(e, s, key, klen, false);
             continue;
@@ -274,6 +274,10 @@ send_copy(struct mcs_engine *e, struct mcs_request *r, uint32_t s, enum mcs_copy
         } else if (r->proto == MCS_PROTO_BINARY) {
             c->proto = MCS_PROTO_BINARY;
             rc = copy_packet(action, r, &line);
+        } else if (r->merge) {
+            /* a hit of a text gat/gats: touch with the exptime it asked for */
+            rc = mcs_buf_append(&line, "touch ", 6) | mcs_buf_append(&line, key, key_len) | mcs_buf_append(&line, " ", 1)
+                 | mcs_buf_append(&line, r->args, r->args_len) | mcs_buf_append(&line, "\r\n", 2);
         } else {
             rc = mcs_copy_build(action, mcs_buf_head(&r->kept), &r->q, key, key_len, &line);
         }
@@ -291,7 +295,7 @@ send_copy(struct mcs_engine *e, struct mcs_request *r, uint32_t s, enum mcs_copy
         mcs_router_missed(&e->router, s, key, key_len);
         return;
     }
-    if (r != NULL && e->cfg->write == MCS_WRITE_SYNC && r->kind == MCS_REQ_CLIENT) {
+    if (r != NULL && e->cfg->write == MCS_WRITE_SYNC && r->kind == MCS_REQ_CLIENT && r->ntargets > 0) {
         c->parent = r;
         r->pending++;
     }
@@ -476,27 +480,9 @@ mcs_avail_merged(struct mcs_engine *e, struct mcs_request *r, const char *key, u
     uint32_t t[MCS_MAX_TARGETS];
     uint32_t n = mcs_router_targets(&e->router, key, len, t);
     for (uint32_t i = 0; i < n && e->router.copies; i++) {
-        if (t[i] == from->server || (from->fetch && t[i] == from->fill_server)) {
-            continue;
+        if (t[i] != from->server && !(from->fetch && t[i] == from->fill_server) && usable(e, t[i])) {
+            send_copy(e, r, t[i], MCS_COPY_TOUCH, key, len);
         }
-        struct mcs_request *c = own_request(e, MCS_REQ_COPY, MCS_CMD_TOUCH, t[i], r->client_id);
-        struct mcs_buf line = { 0 };
-        if (c == NULL) {
-            continue;
-        }
-        if (!usable(e, t[i]) || (c->keys = malloc(len ? len : 1)) == NULL
-            || (mcs_buf_append(&line, "touch ", 6) | mcs_buf_append(&line, key, len) | mcs_buf_append(&line, " ", 1)
-                | mcs_buf_append(&line, r->args, r->args_len) | mcs_buf_append(&line, "\r\n", 2))
-                   != 0) {
-            mcs_request_free(e, c);
-            mcs_buf_free(&line);
-            continue;
-        }
-        memcpy(c->keys, key, len);
-        c->keys_len = len;
-        e->stats.copy_writes++;
-        mcs_backend_send(e, &c->subs[0], c->client_id, mcs_buf_head(&line), mcs_buf_len(&line), NULL, 0);
-        mcs_buf_free(&line);
     }
 }
 
@@ -536,17 +522,19 @@ fetch_key(const struct mcs_sub *sub, size_t *len)
     return r->keys + off;
 }
 
-/* Appends "<key>" for a text line, or "<base64> b" when the key cannot be
- * written in the text protocol (binary clients' keys). Meta commands only. */
+/* Appends key for a meta line: as it is, or base64 (*b64 set: the line must
+ * carry the b flag) when the text protocol cannot carry it (binary clients'
+ * keys). Returns 0 or -1. */
 static int
-put_meta_key(struct mcs_buf *out, const char *key, size_t len)
+put_meta_key(struct mcs_buf *out, const char *key, size_t len, bool *b64)
 {
-    if (mcs_copy_text_safe(key, len)) {
+    *b64 = !mcs_copy_text_safe(key, len);
+    if (!*b64) {
         return mcs_buf_append(out, key, len);
     }
-    char b64[((MCS_BIN_KEY_MAX + 2) / 3) * 4 + 1];
-    size_t n = mcs_meta_base64_encode((const uint8_t *)key, len, b64, sizeof(b64));
-    return n == 0 ? -1 : mcs_buf_append(out, b64, n) | mcs_buf_append(out, " b", 2);
+    char text[((MCS_BIN_KEY_MAX + 2) / 3) * 4 + 1];
+    size_t n = mcs_meta_base64_encode((const uint8_t *)key, len, text, sizeof(text));
+    return n == 0 ? -1 : mcs_buf_append(out, text, n);
 }
 
 /* The exptime a gat asked for: text token, or the binary request's extras. */
@@ -587,7 +575,9 @@ fetch_send(struct mcs_engine *e, struct mcs_request *r, uint32_t key_index, cons
     f->meta = f->fetch = true;
     f->key = key_index;
     f->fill_server = warming;
-    int rc = mcs_buf_append(&line, "mg ", 3) | put_meta_key(&line, key, len) | mcs_buf_append(&line, " v f t c", 8);
+    bool b64;
+    int rc = mcs_buf_append(&line, "mg ", 3) | put_meta_key(&line, key, len, &b64)
+             | mcs_buf_append(&line, b64 ? " b v f t c" : " v f t c", b64 ? 10 : 8);
     if (rc == 0 && is_gat(r)) {
         char t[32];
         int n = snprintf(t, sizeof(t), " T%" PRId64, gat_exptime(r));
@@ -658,11 +648,10 @@ warm_hit(struct mcs_engine *e, struct mcs_sub *sub, const char *data, uint32_t s
         rc = mcs_buf_append(&line, "add ", 4) | mcs_buf_append(&line, key, klen) | mcs_buf_append(&line, tail, (size_t)n);
     } else if (rc == 0) {
         /* a key the text protocol cannot carry: meta, base64, add mode */
-        char b64[((MCS_BIN_KEY_MAX + 2) / 3) * 4 + 1];
-        size_t bn = mcs_meta_base64_encode((const uint8_t *)key, klen, b64, sizeof(b64));
+        bool b64;
         int n = snprintf(tail, sizeof(tail), " %" PRIu32 " b F%" PRIu32 " T%" PRId64 " ME\r\n", size, flags, exptime);
-        rc = bn == 0 ? -1 : mcs_buf_append(&line, "ms ", 3) | mcs_buf_append(&line, b64, bn)
-                                | mcs_buf_append(&line, tail, (size_t)n);
+        rc = mcs_buf_append(&line, "ms ", 3) | put_meta_key(&line, key, klen, &b64)
+             | mcs_buf_append(&line, tail, (size_t)n);
     }
     if (rc == 0) {
         mcs_backend_send(e, &f->subs[0], f->client_id, mcs_buf_head(&line), mcs_buf_len(&line), data, (size_t)size + 2);
@@ -715,13 +704,15 @@ mcs_avail_stat(struct mcs_request *r, const char *line, size_t len)
     }
 }
 
-static void
+/* Sends one line of the engine's own to server s. Returns false if it could
+ * not even be queued (out of memory); otherwise its completion reports. */
+static bool
 send_line(struct mcs_engine *e, enum mcs_req_kind kind, enum mcs_cmd cmd, uint32_t s, uint64_t client_id,
           const char *key, size_t key_len, const char *line, size_t n)
 {
     struct mcs_request *r = own_request(e, kind, cmd, s, client_id);
     if (r == NULL) {
-        return;
+        return false;
     }
     if (key != NULL && (r->keys = malloc(key_len ? key_len : 1)) != NULL) {
         memcpy(r->keys, key, key_len);
@@ -731,6 +722,16 @@ send_line(struct mcs_engine *e, enum mcs_req_kind kind, enum mcs_cmd cmd, uint32
         e->rejoin_pending[s]++;
     }
     mcs_backend_send(e, &r->subs[0], client_id, line, n, NULL, 0);
+    return true;
+}
+
+/* Rejoin work could not be queued (out of memory): s goes back to down, to
+ * be flushed when it comes back next time. */
+static void
+rejoin_abort(struct mcs_engine *e, uint32_t s)
+{
+    server(e, s)->missed_flush = true;
+    mcs_avail_note(e, s, mcs_router_failed(&e->router, s, MCS_FAILURE_CONNECT, e->now_ms), MCS_FAILURE_CONNECT);
 }
 
 /* Sends the next batch of rejoin work to s: a flush (flush true, or a missed
@@ -743,7 +744,9 @@ rejoin_next(struct mcs_engine *e, uint32_t s, bool flush)
     if (flush || srv->missed_flush || mcs_keylog_overflowed(&srv->missed)) {
         mcs_keylog_reset(&srv->missed);
         srv->missed_flush = false;
-        send_line(e, MCS_REQ_REJOIN, MCS_CMD_FLUSH_ALL, s, 0, NULL, 0, "flush_all\r\n", 11);
+        if (!send_line(e, MCS_REQ_REJOIN, MCS_CMD_FLUSH_ALL, s, 0, NULL, 0, "flush_all\r\n", 11)) {
+            rejoin_abort(e, s);
+        }
         return;
     }
     struct mcs_buf key = { 0 };
@@ -754,9 +757,11 @@ rejoin_next(struct mcs_engine *e, uint32_t s, bool flush)
         if (!mcs_keylog_take(&srv->missed, &key)) {
             break;
         }
-        if (mcs_copy_delete_line(&line, mcs_buf_head(&key), mcs_buf_len(&key)) == 0) {
-            send_line(e, MCS_REQ_REJOIN, MCS_CMD_DELETE, s, 0, mcs_buf_head(&key), mcs_buf_len(&key),
-                      mcs_buf_head(&line), mcs_buf_len(&line));
+        if (mcs_copy_delete_line(&line, mcs_buf_head(&key), mcs_buf_len(&key)) != 0
+            || !send_line(e, MCS_REQ_REJOIN, MCS_CMD_DELETE, s, 0, mcs_buf_head(&key), mcs_buf_len(&key),
+                          mcs_buf_head(&line), mcs_buf_len(&line))) {
+            rejoin_abort(e, s);
+            break;
         }
     }
     mcs_buf_free(&key);
@@ -851,7 +856,9 @@ mcs_avail_tick(struct mcs_engine *e)
         if (mcs_router_probe_due(&e->router, s, e->now_ms)) {
             mcs_router_probe_start(&e->router, s);
             mcs_log(MCS_LOG_DEBUG, "probing %s", server(e, s)->label);
-            send_line(e, MCS_REQ_PROBE, MCS_CMD_STATS, s, 0, NULL, 0, "stats\r\n", 7);
+            if (!send_line(e, MCS_REQ_PROBE, MCS_CMD_STATS, s, 0, NULL, 0, "stats\r\n", 7)) {
+                mcs_router_failed(&e->router, s, MCS_FAILURE_CONNECT, e->now_ms);   /* try again later */
+            }
         } else {
             mcs_router_usable(&e->router, s, e->now_ms);   /* ends a warm-up that is over */
         }
@@ -868,9 +875,11 @@ mcs_avail_connected(struct mcs_engine *e, struct mcs_backend *b)
     if (!e->failover || srv->identity.known || srv->identifying || !usable(e, b->server)) {
         return;
     }
-    srv->identifying = true;
     uint64_t conn = (uint64_t)(b - e->backends) % e->cfg->connections;
-    send_line(e, MCS_REQ_IDENTIFY, MCS_CMD_STATS, b->server, conn, NULL, 0, "stats\r\n", 7);
+    srv->identifying = true;
+    if (!send_line(e, MCS_REQ_IDENTIFY, MCS_CMD_STATS, b->server, conn, NULL, 0, "stats\r\n", 7)) {
+        srv->identifying = false;
+    }
 }
 
 /* Logs a server's state change (one line each) and acts on it. */

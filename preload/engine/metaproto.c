@@ -26,6 +26,13 @@
 
 static const char reply_mn[] = "MN\r\n";
 
+/* The second letter of a meta command (mg ms md ma mn me). */
+static bool
+meta_letter(char c)
+{
+    return c != '\0' && strchr("gsdane", c) != NULL;
+}
+
 /* Does buf start a meta command ("mg ", "mn\r\n", ...)? *more: too few bytes to tell. */
 bool
 mcs_meta_detect(const char *buf, size_t len, bool *more)
@@ -35,10 +42,10 @@ mcs_meta_detect(const char *buf, size_t len, bool *more)
         return false;
     }
     if (len < 3) {
-        *more = len < 2 || strchr("gsdane", buf[1]) != NULL;
+        *more = len < 2 || meta_letter(buf[1]);
         return false;
     }
-    return strchr("gsdane", buf[1]) != NULL && buf[1] != '\0' && (buf[2] == ' ' || buf[2] == '\r' || buf[2] == '\n');
+    return meta_letter(buf[1]) && (buf[2] == ' ' || buf[2] == '\r' || buf[2] == '\n');
 }
 
 /* Re-parses the request as servers get it (r->kept). */
