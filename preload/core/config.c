@@ -295,7 +295,7 @@ mcs_config_parse(struct mcs_config *c, mcs_config_lookup get, void *ctx, char *e
         fail(err, errlen, vars[MCS_VAR_DISTRIBUTION].name, s, "unknown distribution (ketama, modula)");
         goto error;
     }
-    if (parse_u32_var(vars[MCS_VAR_TIMEOUT_MS].name, value_of(MCS_VAR_TIMEOUT_MS, get, ctx), 1, 3600000,
+    if (parse_u32_var(vars[MCS_VAR_TIMEOUT_MS].name, value_of(MCS_VAR_TIMEOUT_MS, get, ctx), MCS_TIMEOUT_MIN_MS, 3600000,
                       &c->timeout_ms, err, errlen) != 0
         || parse_u32_var(vars[MCS_VAR_RETRY_MS].name, value_of(MCS_VAR_RETRY_MS, get, ctx), 1, 86400000,
                          &c->retry_ms, err, errlen) != 0

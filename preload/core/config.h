@@ -28,6 +28,9 @@
 #define MCS_MAX_REPLICAS 8
 #define MCS_MAX_INTERCEPT 16
 #define MCS_MAX_ADDRS    4      /* resolved addresses kept per intercept entry */
+/* The shortest MCSHIM_TIMEOUT_MS accepted: below it, scheduling noise on a busy host
+ * (a thread preempted for a few ms) would mark healthy servers down. */
+#define MCS_TIMEOUT_MIN_MS 10
 
 /* id, variable name, default (NULL: none), one-line description */
 #define MCS_CONFIG_VARS(X)                                                                        \

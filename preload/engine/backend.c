@@ -7,7 +7,7 @@
  * that server in the order it sent them, noreply ones included. Requests are
  * pipelined; replies are matched to requests in FIFO order. A connection is
  * opened lazily (non-blocking), and on any failure (refused, reset, bytes that
- * are not memcached, a reply later than cfg->timeout_ms) it is closed, every
+ * are not memcached, cfg->timeout_ms of silence while a reply is owed) it is closed, every
  * request waiting on it is failed (reads become misses, writes SERVER_ERROR)
  * and the router is told, which may mark the server down.
  */
@@ -34,6 +34,14 @@ queued_drop(struct mcs_engine *e, size_t n)
     if (e->backend_blocked && e->backend_queued < MCS_ENGINE_MAX_QUEUED / 2) {
         mcs_client_wake_paused(e);
     }
+}
+
+/* When a wait that starts now runs out. The engine's clock is whole milliseconds,
+ * truncated: one more makes sure at least timeout_ms really passed. */
+static uint64_t
+deadline_from_now(const struct mcs_engine *e)
+{
+    return e->now_ms + e->cfg->timeout_ms + 1;
 }
 
 static uintptr_t
@@ -79,7 +87,7 @@ backend_connect(struct mcs_engine *e, struct mcs_backend *b)
     }
     b->fd = fd;
     b->state = rc == 0 ? MCS_BACKEND_READY : MCS_BACKEND_CONNECTING;
-    b->connect_deadline_ms = e->now_ms + e->cfg->timeout_ms;
+    b->connect_deadline_ms = deadline_from_now(e);
     b->want_write = b->state == MCS_BACKEND_CONNECTING;
     if (mcs_engine_epoll(e, EPOLL_CTL_ADD, fd, EPOLLIN | (b->want_write ? EPOLLOUT : 0), tag_of(b)) != 0) {
         mcs_engine_close_fd(fd);
@@ -124,7 +132,7 @@ mcs_backend_send(struct mcs_engine *e, struct mcs_sub *sub, uint64_t client_id, 
     }
     e->backend_queued += alen + blen;
     sub->next = NULL;
-    sub->deadline_ms = e->now_ms + e->cfg->timeout_ms;
+    sub->deadline_ms = deadline_from_now(e);
     if (b->tail) {
         b->tail->next = sub;
     } else {
@@ -220,6 +228,10 @@ backend_read(struct mcs_engine *e, struct mcs_backend *b)
         }
         b->in.end += (size_t)n;
         e->stats.backend_bytes_in += (uint64_t)n;
+        if (b->head != NULL) {
+            /* Deadlines measure silence, not size: a server still sending is alive. */
+            b->head->deadline_ms = deadline_from_now(e);
+        }
         while (mcs_buf_len(&b->in) > 0) {
             struct mcs_sub *sub = b->head;
             if (sub == NULL) {
@@ -263,7 +275,7 @@ backend_read(struct mcs_engine *e, struct mcs_backend *b)
                     b->tail = NULL;
                 } else {
                     /* The next reply's clock starts now that this one is in. */
-                    b->head->deadline_ms = e->now_ms + e->cfg->timeout_ms;
+                    b->head->deadline_ms = deadline_from_now(e);
                 }
                 e->router.servers[b->server].stats.responses++;
                 mcs_router_succeeded(&e->router, b->server);

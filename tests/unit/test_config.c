@@ -223,7 +223,7 @@ test_numbers(void **state)
         uint32_t min, max;
         size_t field;
     } nums[] = {
-        { "MCSHIM_TIMEOUT_MS", 1, 3600000, offsetof(struct mcs_config, timeout_ms) },
+        { "MCSHIM_TIMEOUT_MS", MCS_TIMEOUT_MIN_MS, 3600000, offsetof(struct mcs_config, timeout_ms) },
         { "MCSHIM_RETRY_MS", 1, 86400000, offsetof(struct mcs_config, retry_ms) },
         { "MCSHIM_FAILURE_LIMIT", 1, 1000, offsetof(struct mcs_config, failure_limit) },
         { "MCSHIM_CONNECTIONS", 1, 64, offsetof(struct mcs_config, connections) },
