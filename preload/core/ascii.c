@@ -472,6 +472,65 @@ starts_with(const char *buf, size_t len, const char *word)
     return len >= n && memcmp(buf, word, n) == 0;
 }
 
+/* memcached's error lines: "ERROR", "CLIENT_ERROR <text>", "SERVER_ERROR <text>"
+ * (a word alone or followed by a space; "ERRORS" is not one). */
+static bool
+word_line(const char *buf, uint32_t eol, const char *word)
+{
+    size_t n = strlen(word);
+    return starts_with(buf, eol, word) && (eol == n || buf[n] == ' ');
+}
+
+static bool
+is_error_line(const char *buf, uint32_t eol)
+{
+    return word_line(buf, eol, "ERROR") || word_line(buf, eol, "CLIENT_ERROR") || word_line(buf, eol, "SERVER_ERROR");
+}
+
+static bool
+line_is(const char *buf, uint32_t eol, const char *word)
+{
+    return eol == strlen(word) && memcmp(buf, word, eol) == 0;
+}
+
+bool
+mcs_ascii_reply_fits(enum mcs_cmd cmd, const char *line, uint32_t len)
+{
+    if (len < 2) {
+        return false;
+    }
+    uint32_t eol = len - 2;
+    if (is_error_line(line, eol)) {
+        return true;
+    }
+    uint64_t v;
+    switch (cmd) {
+    case MCS_CMD_SET:
+    case MCS_CMD_ADD:
+    case MCS_CMD_REPLACE:
+    case MCS_CMD_APPEND:
+    case MCS_CMD_PREPEND:
+    case MCS_CMD_CAS:
+        return line_is(line, eol, "STORED") || line_is(line, eol, "NOT_STORED") || line_is(line, eol, "EXISTS")
+               || line_is(line, eol, "NOT_FOUND");
+    case MCS_CMD_DELETE:
+        return line_is(line, eol, "DELETED") || line_is(line, eol, "NOT_FOUND");
+    case MCS_CMD_INCR:
+    case MCS_CMD_DECR:
+        return line_is(line, eol, "NOT_FOUND")
+               || (eol > 0 && line[0] >= '0' && line[0] <= '9' && parse_unsigned(line, eol, UINT64_MAX, &v));
+    case MCS_CMD_TOUCH:
+        return line_is(line, eol, "TOUCHED") || line_is(line, eol, "NOT_FOUND");
+    case MCS_CMD_VERSION:
+        return starts_with(line, eol, "VERSION ");
+    case MCS_CMD_VERBOSITY:
+    case MCS_CMD_FLUSH_ALL:
+        return line_is(line, eol, "OK");
+    default:
+        return false;   /* retrieval and local commands have no single-line success */
+    }
+}
+
 enum mcs_resp_status
 mcs_ascii_resp_parse(const char *buf, size_t len, uint32_t value_max, struct mcs_ascii_resp *r)
 {
@@ -482,10 +541,12 @@ mcs_ascii_resp_parse(const char *buf, size_t len, uint32_t value_max, struct mcs
         return len >= MCS_ASCII_RESP_LINE_MAX ? MCS_RESP_BAD : MCS_RESP_MORE;
     }
     uint32_t line_len = (uint32_t)(nl - buf) + 1;
-    uint32_t eol = line_len - 1;
-    if (eol > 0 && buf[eol - 1] == '\r') {
-        eol--;
+    /* memcached ends every line with \r\n and never puts a NUL in one: anything
+     * else is not a memcached reply (and might frame differently than it looks). */
+    if (line_len < 2 || buf[line_len - 2] != '\r' || memchr(buf, '\0', line_len) != NULL) {
+        return MCS_RESP_BAD;
     }
+    uint32_t eol = line_len - 2;
     r->len = line_len;
     if (starts_with(buf, eol, "VALUE ")) {
         struct tokens t;
@@ -515,8 +576,7 @@ mcs_ascii_resp_parse(const char *buf, size_t len, uint32_t value_max, struct mcs
         r->kind = MCS_RESP_STAT;
     } else {
         r->kind = MCS_RESP_LINE;
-        r->error = starts_with(buf, eol, "ERROR") || starts_with(buf, eol, "CLIENT_ERROR")
-                   || starts_with(buf, eol, "SERVER_ERROR");
+        r->error = is_error_line(buf, eol);
     }
     return MCS_RESP_OK;
 }

@@ -148,8 +148,17 @@ struct mcs_ascii_resp {
     bool     error;     /* LINE: ERROR / CLIENT_ERROR / SERVER_ERROR */
 };
 
-/* Parses the next reply item in buf[0, len); value_max bounds VALUE sizes. */
+/* Parses the next reply item in buf[0, len); value_max bounds VALUE sizes.
+ * A line not ended by \r\n, or holding a NUL, is MCS_RESP_BAD: memcached never
+ * sends one. */
 enum mcs_resp_status mcs_ascii_resp_parse(const char *buf, size_t len, uint32_t value_max,
                                           struct mcs_ascii_resp *r);
+
+/* True if line[0, len) (a whole reply line with its \r\n) is an answer memcached
+ * gives to cmd: its status words (STORED, NOT_STORED, EXISTS, NOT_FOUND for storage;
+ * DELETED/NOT_FOUND; a decimal number or NOT_FOUND for incr/decr; TOUCHED/NOT_FOUND;
+ * VERSION x; OK for flush_all and verbosity) or an error line (ERROR, CLIENT_ERROR x,
+ * SERVER_ERROR x). Anything else from a server is a protocol failure of that server. */
+bool mcs_ascii_reply_fits(enum mcs_cmd cmd, const char *line, uint32_t len);
 
 #endif

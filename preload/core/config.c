@@ -307,6 +307,8 @@ mcs_config_parse(struct mcs_config *c, mcs_config_lookup get, void *ctx, char *e
                          128u * 1024 * 1024, &c->item_max, err, errlen) != 0
         || parse_u32_var(vars[MCS_VAR_SPIN_US].name, value_of(MCS_VAR_SPIN_US, get, ctx), 0, 1000,
                          &c->spin_us, err, errlen) != 0
+        || parse_u32_var(vars[MCS_VAR_MEMORY_MB].name, value_of(MCS_VAR_MEMORY_MB, get, ctx), 4, 65536,
+                         &c->memory_mb, err, errlen) != 0
         || parse_u32_var(vars[MCS_VAR_REPLICAS].name, value_of(MCS_VAR_REPLICAS, get, ctx), 1,
                          c->nprimaries < MCS_MAX_REPLICAS ? c->nprimaries : MCS_MAX_REPLICAS, &c->replicas, err,
                          errlen) != 0

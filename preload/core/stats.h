@@ -52,7 +52,8 @@ struct mcs_server_stats {
     X(copy_writes,       "writes sent to copies (replicas and backups)")              \
     X(copy_invalidations, "deletes sent to copies to keep them from diverging")       \
     X(backend_bytes_out, "bytes sent to servers")                                     \
-    X(backend_bytes_in,  "bytes received from servers")
+    X(backend_bytes_in,  "bytes received from servers")                                \
+    X(backend_stalls,    "times a server connection was left unread: its replies could not be delivered yet")
 
 struct mcs_engine_stats {
 #define MCS_STAT_FIELD2(name, help) uint64_t name;

@@ -143,6 +143,37 @@ mcs_backend_send(struct mcs_engine *e, struct mcs_sub *sub, uint64_t client_id, 
     mark_dirty(e, b);
 }
 
+/* True if a VALUE for key may come next from sub's server: a key sub asked
+ * for, at or after the last one answered (memcached answers in request order,
+ * at most once per key asked). Advances sub's place in the key list. */
+static bool
+value_asked(const struct mcs_request *r, struct mcs_sub *sub, const char *key, uint32_t key_len)
+{
+    uint32_t off, len;
+    while (sub->key_next < r->nkeys && mcs_ascii_next_token(r->keys, &sub->key_pos, r->keys_len, &off, &len)) {
+        uint32_t i = sub->key_next++;
+        if (r->merge && r->key_sub[i] != sub) {
+            continue;
+        }
+        if (len == key_len && memcmp(r->keys + off, key, len) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* A reply line from a server that the request it answers can take: the
+ * application's requests get only what memcached answers to that command.
+ * (The engine's own deletes may travel as meta md, whose answer it reads itself.) */
+static bool
+line_fits(const struct mcs_request *r, const char *p, const struct mcs_ascii_resp *item)
+{
+    if (item->kind != MCS_RESP_LINE) {
+        return false;
+    }
+    return (r->kind != MCS_REQ_CLIENT && r->cmd == MCS_CMD_DELETE) || mcs_ascii_reply_fits(r->cmd, p, item->len);
+}
+
 /* Routes one reply item to the oldest waiting sub. Returns true when that sub is complete. */
 static bool
 deliver(struct mcs_engine *e, struct mcs_sub *sub, const char *p, const struct mcs_ascii_resp *item, bool *bad)
@@ -151,12 +182,19 @@ deliver(struct mcs_engine *e, struct mcs_sub *sub, const char *p, const struct m
     switch (mcs_cmd_route(r->cmd)) {
     case MCS_ROUTE_KEYS:
         if (item->kind == MCS_RESP_VALUE) {
+            if (!value_asked(r, sub, p + item->key_off, item->key_len)) {
+                *bad = true;   /* a key not asked, or more items than keys */
+                return false;
+            }
+            if (r->client == NULL) {
+                return false;   /* nobody will read it */
+            }
             if (r->merge) {
-                mcs_buf_append(&sub->resp, p, item->len);   /* counted when merged */
-            } else {
-                mcs_buf_append(&r->out, p, item->len);
+                mcs_request_hold(e, r, &sub->resp, p, item->len);   /* counted when merged */
+            } else if (mcs_request_hold(e, r, &r->out, p, item->len)) {
                 r->hits++;
             }
+            mcs_request_stream(e, r);
             return false;
         }
         if (item->kind == MCS_RESP_END) {
@@ -171,20 +209,22 @@ deliver(struct mcs_engine *e, struct mcs_sub *sub, const char *p, const struct m
         return false;
     case MCS_ROUTE_KEY:
     case MCS_ROUTE_ANY:
-        if (item->kind != MCS_RESP_LINE) {
+        if (!line_fits(r, p, item)) {
             *bad = true;
             return false;
         }
-        mcs_buf_append(&r->out, p, item->len);
+        if (mcs_buf_append(&r->out, p, item->len) != 0) {
+            r->oom = true;
+        }
         return true;
     case MCS_ROUTE_ALL:
-        if (item->kind != MCS_RESP_LINE) {
+        if (!line_fits(r, p, item)) {
             *bad = true;
             return false;
         }
         if (mcs_buf_len(&r->out) == 0 || (item->error && !r->all_error)) {
             mcs_buf_reset(&r->out);
-            mcs_buf_append(&r->out, p, item->len);
+            r->oom = r->oom || mcs_buf_append(&r->out, p, item->len) != 0;
             r->all_error = item->error;
         }
         return true;
@@ -203,10 +243,82 @@ deliver(struct mcs_engine *e, struct mcs_sub *sub, const char *p, const struct m
     return false;
 }
 
+/* Flow control on the reply path: may b be read now? Not when no reply in its
+ * FIFO can be delivered: every client it answers has a full out buffer (it does
+ * not read), or holds too much for requests that are not its turn yet, or the
+ * process is over MCSHIM_MEMORY_MB (then only a client's own next reply is read,
+ * MCS_CLIENT_MIN_OUT at a time). A sub some client is waiting for anywhere in
+ * the FIFO keeps it readable, so stalls never wait on each other. */
+static bool
+backend_may_read(const struct mcs_engine *e, const struct mcs_backend *b)
+{
+    bool over = e->reply_held + e->reply_out >= e->memory_max;
+    for (const struct mcs_sub *s = b->head; s != NULL; s = s->next) {
+        const struct mcs_request *r = s->req;
+        const struct mcs_client *c = r->client;
+        if (r->kind != MCS_REQ_CLIENT || c == NULL) {
+            if (s == b->head) {
+                return true;   /* the engine's own, or nobody's: dropped or tiny */
+            }
+            continue;
+        }
+        size_t out = mcs_buf_len(&c->out);
+        if (mcs_request_wants(r, s)) {
+            if (out < (over ? MCS_CLIENT_MIN_OUT : MCS_CLIENT_MAX_OUT)) {
+                return true;
+            }
+        } else if (s == b->head && !over && c->held < MCS_CLIENT_MAX_HELD && out < MCS_CLIENT_MAX_OUT) {
+            return true;
+        }
+    }
+    return b->head == NULL;
+}
+
+static void
+backend_interest(struct mcs_engine *e, struct mcs_backend *b)
+{
+    mcs_engine_epoll(e, EPOLL_CTL_MOD, b->fd, (b->stalled ? 0 : EPOLLIN) | (b->want_write ? EPOLLOUT : 0), tag_of(b));
+}
+
+static void
+backend_stall(struct mcs_engine *e, struct mcs_backend *b)
+{
+    b->stalled = true;
+    b->stalled_ms = e->now_ms;
+    e->stalled++;
+    e->stats.backend_stalls++;
+    backend_interest(e, b);
+}
+
+/* Re-reads every stalled backend whose replies can be delivered again. Only
+ * changes what epoll watches (never reads here: callers may be mid-delivery). */
+void
+mcs_backend_unstall(struct mcs_engine *e)
+{
+    size_t n = e->router.nservers * MCS_PROTO_COUNT * e->cfg->connections;
+    for (size_t i = 0; i < n && e->stalled > 0; i++) {
+        struct mcs_backend *b = &e->backends[i];
+        if (b->stalled && backend_may_read(e, b)) {
+            b->stalled = false;
+            e->stalled--;
+            if (b->head != NULL) {
+                b->head->deadline_ms = deadline_from_now(e);   /* the wait was ours, not the server's */
+            }
+            backend_interest(e, b);
+        }
+    }
+}
+
 static void
 backend_read(struct mcs_engine *e, struct mcs_backend *b)
 {
     for (int round = 0; round < 8; round++) {
+        if (!b->stalled && !backend_may_read(e, b)) {
+            backend_stall(e, b);
+        }
+        if (b->stalled) {
+            return;
+        }
         if (mcs_buf_reserve(&b->in, MCS_BACKEND_READ_CHUNK) != 0) {
             backend_fail(e, b, MCS_FAILURE_RESET, true);
             return;
@@ -270,6 +382,7 @@ backend_read(struct mcs_engine *e, struct mcs_backend *b)
             }
             mcs_buf_consume(&b->in, item.len);
             if (complete) {
+                sub->complete = true;
                 b->head = sub->next;
                 if (b->head == NULL) {
                     b->tail = NULL;
@@ -304,6 +417,10 @@ backend_fail(struct mcs_engine *e, struct mcs_backend *b, enum mcs_failure why, 
     b->fd = -1;
     b->state = MCS_BACKEND_CLOSED;
     b->want_write = false;
+    if (b->stalled) {
+        b->stalled = false;
+        e->stalled--;
+    }
     size_t dropped = mcs_buf_len(&b->out);
     mcs_buf_free(&b->out);
     queued_drop(e, dropped);
@@ -361,7 +478,7 @@ mcs_backend_flush(struct mcs_engine *e, struct mcs_backend *b)
     }
     if (pending != b->want_write) {
         b->want_write = pending;
-        mcs_engine_epoll(e, EPOLL_CTL_MOD, b->fd, EPOLLIN | (pending ? EPOLLOUT : 0), tag_of(b));
+        backend_interest(e, b);
     }
 }
 
@@ -388,7 +505,14 @@ mcs_backend_event(struct mcs_engine *e, struct mcs_backend *b, uint32_t events)
     if (b->state != MCS_BACKEND_READY) {
         return;
     }
-    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+    if (events & (EPOLLERR | EPOLLHUP)) {
+        /* A reset or hang-up is read even while stalled (it would repeat for ever). */
+        if (b->stalled) {
+            b->stalled = false;
+            e->stalled--;
+        }
+        backend_read(e, b);
+    } else if (events & EPOLLIN) {
         backend_read(e, b);
     }
     if (b->state == MCS_BACKEND_READY && (events & EPOLLOUT)) {
@@ -419,7 +543,8 @@ mcs_backend_check_timeouts(struct mcs_engine *e)
         struct mcs_backend *b = &e->backends[i];
         if (b->state == MCS_BACKEND_CONNECTING && e->now_ms >= b->connect_deadline_ms) {
             backend_fail(e, b, MCS_FAILURE_TIMEOUT, true);
-        } else if (b->state != MCS_BACKEND_CLOSED && b->head != NULL && e->now_ms >= b->head->deadline_ms) {
+        } else if (b->state != MCS_BACKEND_CLOSED && !b->stalled && b->head != NULL
+                   && e->now_ms >= b->head->deadline_ms) {
             backend_fail(e, b, MCS_FAILURE_TIMEOUT, true);
         }
     }
@@ -435,7 +560,7 @@ mcs_backend_next_deadline(const struct mcs_engine *e)
         if (b->state == MCS_BACKEND_CONNECTING && b->connect_deadline_ms < next) {
             next = b->connect_deadline_ms;
         }
-        if (b->state != MCS_BACKEND_CLOSED && b->head != NULL && b->head->deadline_ms < next) {
+        if (b->state != MCS_BACKEND_CLOSED && !b->stalled && b->head != NULL && b->head->deadline_ms < next) {
             next = b->head->deadline_ms;
         }
     }

@@ -24,6 +24,7 @@
 #include "preload/lib/log.h"
 
 static const char reply_all_down[] = "SERVER_ERROR mcshim: no server available\r\n";
+static const char reply_oom[] = "SERVER_ERROR out of memory\r\n";
 
 static void client_process(struct mcs_engine *e, struct mcs_client *c);
 static void sub_send(struct mcs_engine *e, struct mcs_client *c, struct mcs_sub *sub, const char *a, size_t alen,
@@ -94,6 +95,10 @@ mcs_request_free(struct mcs_engine *e, struct mcs_request *r)
         e->stats.get_hits += r->hits;
         e->stats.get_misses += r->nkeys > r->hits ? r->nkeys - r->hits : 0;
     }
+    e->reply_held -= r->held <= e->reply_held ? r->held : e->reply_held;
+    if (r->client != NULL) {
+        r->client->held -= r->held <= r->client->held ? r->held : r->client->held;
+    }
     for (uint32_t i = 0; i < r->nsubs; i++) {
         mcs_buf_free(&r->subs[i].resp);
     }
@@ -159,6 +164,117 @@ mcs_request_new(struct mcs_engine *e, struct mcs_client *c, enum mcs_cmd cmd, ui
     return r;
 }
 
+/* Reply memory (docs/protocol.md "Memory"). A reply's bytes are held by its
+ * request until it is the client's turn, then move to the client's out buffer;
+ * the engine counts both, per client and for the process, and stops reading a
+ * server whose next reply could not be delivered (backend.c). */
+
+static void
+out_added(struct mcs_engine *e, size_t n)
+{
+    e->reply_out += n;
+}
+
+static void
+out_dropped(struct mcs_engine *e, size_t n)
+{
+    e->reply_out -= n <= e->reply_out ? n : e->reply_out;
+    if (e->stalled > 0) {
+        mcs_backend_unstall(e);
+    }
+}
+
+/* Hard bound for one client: what it holds in its pipeline and its out buffer. */
+#define MCS_CLIENT_HARD_MAX (4 * MCS_CLIENT_MAX_OUT)
+
+bool
+mcs_request_hold(struct mcs_engine *e, struct mcs_request *r, struct mcs_buf *to, const char *p, size_t n)
+{
+    struct mcs_client *c = r->client;
+    if (r->oom) {
+        return false;
+    }
+    if (c != NULL && c->held + mcs_buf_len(&c->out) + n > MCS_CLIENT_HARD_MAX) {
+        /* Only reachable when the client does not read while another client needs
+         * the same server connection, or a multi-get cannot be released in order
+         * (a warming server): answer what fits, then SERVER_ERROR, and close. */
+        mcs_log(MCS_LOG_WARN, "an application connection holds over %u MiB of unread replies: closing it",
+                (unsigned)(MCS_CLIENT_HARD_MAX >> 20));
+        r->oom = true;
+        return false;
+    }
+    if (mcs_buf_append(to, p, n) != 0) {
+        r->oom = true;
+        return false;
+    }
+    r->held += n;
+    e->reply_held += n;
+    if (c != NULL) {
+        c->held += n;
+    }
+    return true;
+}
+
+/* Moves r's reply bytes to c's out buffer (by swapping buffers when out is
+ * empty: large values are not copied). Returns false when out of memory. */
+static bool
+request_release_out(struct mcs_engine *e, struct mcs_request *r, struct mcs_client *c)
+{
+    size_t n = mcs_buf_len(&r->out);
+    if (n == 0) {
+        return true;
+    }
+    if (mcs_buf_len(&c->out) == 0) {
+        struct mcs_buf t = c->out;
+        c->out = r->out;
+        r->out = t;
+        mcs_buf_reset(&r->out);
+    } else if (mcs_buf_append(&c->out, mcs_buf_head(&r->out), n) != 0) {
+        return false;
+    } else {
+        mcs_buf_reset(&r->out);
+    }
+    out_added(e, n);
+    size_t d = n <= r->held ? n : r->held;
+    r->held -= d;
+    c->held -= d <= c->held ? d : c->held;
+    e->reply_held -= d <= e->reply_held ? d : e->reply_held;
+    return true;
+}
+
+static void request_merge(struct mcs_engine *e, struct mcs_request *r, bool final);
+
+/* A text retrieval at the head of its client's pipeline passes its items on as
+ * they arrive (in key order), instead of holding the whole reply. */
+void
+mcs_request_stream(struct mcs_engine *e, struct mcs_request *r)
+{
+    struct mcs_client *c = r->client;
+    if (c == NULL || c->head != r || r->done || r->kind != MCS_REQ_CLIENT || r->proto != MCS_PROTO_TEXT
+        || r->is_meta || mcs_cmd_route(r->cmd) != MCS_ROUTE_KEYS) {
+        return;
+    }
+    if (r->merge) {
+        request_merge(e, r, false);
+    }
+    if (!request_release_out(e, r, c)) {
+        r->oom = true;
+    }
+    mark_dirty(e, c);
+}
+
+/* True if sub's reply is what r needs next to move on: r is its client's
+ * turn, and sub answers it (for a multi-get: the next key to release). */
+bool
+mcs_request_wants(const struct mcs_request *r, const struct mcs_sub *sub)
+{
+    const struct mcs_client *c = r->client;
+    if (c == NULL || c->head != r) {
+        return false;
+    }
+    return !r->merge || (r->merge_next < r->nkeys && r->key_sub[r->merge_next] == sub);
+}
+
 /* Moves finished replies at the head of the pipeline to the output buffer. */
 
 void
@@ -177,8 +293,11 @@ mcs_client_advance(struct mcs_engine *e, struct mcs_client *c)
         if (r == NULL || !r->done) {
             break;
         }
-        if (mcs_buf_append(&c->out, mcs_buf_head(&r->out), mcs_buf_len(&r->out)) != 0) {
+        if (!request_release_out(e, r, c)) {
             c->closing = true;
+        }
+        if (r->oom) {
+            c->closing = true;   /* its reply ends with SERVER_ERROR out of memory */
         }
         c->head = r->next;
         if (c->head == NULL) {
@@ -187,7 +306,13 @@ mcs_client_advance(struct mcs_engine *e, struct mcs_client *c)
         c->inflight--;
         mcs_request_free(e, r);
     }
+    if (c->head != NULL) {
+        mcs_request_stream(e, c->head);
+    }
     mark_dirty(e, c);
+    if (e->stalled > 0) {
+        mcs_backend_unstall(e);
+    }
 }
 
 /* Queues bytes answered by the shim itself, after every earlier reply. */
@@ -197,6 +322,8 @@ mcs_client_local_reply(struct mcs_engine *e, struct mcs_client *c, const char *p
     if (c->head == NULL) {
         if (mcs_buf_append(&c->out, p, n) != 0) {
             c->closing = true;
+        } else {
+            out_added(e, n);
         }
         mark_dirty(e, c);
         return;
@@ -209,32 +336,47 @@ mcs_client_local_reply(struct mcs_engine *e, struct mcs_client *c, const char *p
     r->done = true;
 }
 
-/* Merges per-server VALUE items back into the order the keys were asked. Each
- * sub lists its keys in request order, so its items come in that order too;
- * a key whose item is not at the head of its sub's items missed. */
+/* Releases a multi-get's items to r->out in the order the keys were asked.
+ * Each sub lists its keys in request order, so its items come in that order
+ * too: a key whose item is not at the head of its sub's items missed. Before
+ * the end (final false) it stops at the first key whose sub has not answered
+ * that far yet, or whose server is warming (warm-up looks at the whole answer);
+ * a released key is detached from its sub (key_sub NULL), so a later failover
+ * or warm-up never asks for it again. */
 static void
-request_merge(struct mcs_engine *e, struct mcs_request *r)
+request_merge(struct mcs_engine *e, struct mcs_request *r, bool final)
 {
-    uint32_t pos = 0, off, len, i = 0;
-    while (mcs_ascii_next_token(r->keys, &pos, r->keys_len, &off, &len) && i < r->nkeys) {
-        struct mcs_sub *s = r->key_sub[i++];
+    uint32_t off, len;
+    while (r->merge_next < r->nkeys && !r->oom) {
+        uint32_t pos = r->merge_pos;
+        if (!mcs_ascii_next_token(r->keys, &pos, r->keys_len, &off, &len)) {
+            break;
+        }
+        struct mcs_sub *s = r->key_sub[r->merge_next];
         size_t avail = s != NULL ? mcs_buf_len(&s->resp) : 0;
-        if (avail == 0 || s->failed) {
-            continue;
+        if (!final && s != NULL
+            && (s->failed || (avail == 0 && !s->complete) || mcs_router_warming(&e->router, s->server, e->now_ms))) {
+            break;
         }
-        struct mcs_ascii_resp item;
-        const char *p = mcs_buf_head(&s->resp);
-        if (mcs_ascii_resp_parse(p, avail, UINT32_MAX, &item) != MCS_RESP_OK || item.kind != MCS_RESP_VALUE) {
-            continue;
-        }
-        if (item.key_len == len && memcmp(p + item.key_off, r->keys + off, len) == 0) {
-            mcs_buf_append(&r->out, p, item.len);
-            mcs_buf_consume(&s->resp, item.len);
-            r->hits++;
-            if (e->failover) {
-                mcs_avail_merged(e, r, r->keys + off, len, s);
+        if (avail > 0 && !s->failed) {
+            struct mcs_ascii_resp item;
+            const char *p = mcs_buf_head(&s->resp);
+            if (mcs_ascii_resp_parse(p, avail, UINT32_MAX, &item) == MCS_RESP_OK && item.kind == MCS_RESP_VALUE
+                && item.key_len == len && memcmp(p + item.key_off, r->keys + off, len) == 0) {
+                if (mcs_buf_append(&r->out, p, item.len) != 0) {
+                    r->oom = true;
+                    break;
+                }
+                mcs_buf_consume(&s->resp, item.len);   /* moved within r: held unchanged */
+                r->hits++;
+                if (e->failover) {
+                    mcs_avail_merged(e, r, r->keys + off, len, s);
+                }
             }
         }
+        r->key_sub[r->merge_next] = NULL;
+        r->merge_next++;
+        r->merge_pos = pos;
     }
 }
 
@@ -251,11 +393,22 @@ mcs_request_finish(struct mcs_engine *e, struct mcs_request *r)
         }
     } else if (mcs_cmd_route(r->cmd) == MCS_ROUTE_KEYS) {
         if (r->merge) {
-            request_merge(e, r);
+            request_merge(e, r, true);
         }
-        mcs_buf_append(&r->out, "END\r\n", 5);
+        if (!r->oom && mcs_buf_append(&r->out, "END\r\n", 5) != 0) {
+            r->oom = true;
+        }
     } else if (mcs_cmd_route(r->cmd) == MCS_ROUTE_ALL && mcs_buf_len(&r->out) == 0) {
         mcs_buf_append(&r->out, reply_all_down, sizeof(reply_all_down) - 1);   /* nobody answered */
+        e->stats.server_errors++;
+    }
+    if (r->oom && r->proto == MCS_PROTO_TEXT) {
+        /* Whole items so far, then memcached's own answer to a reply it cannot build;
+         * the connection closes after it (client_advance). */
+        if (mcs_cmd_route(r->cmd) != MCS_ROUTE_KEYS) {
+            mcs_buf_reset(&r->out);
+        }
+        mcs_buf_append(&r->out, reply_oom, sizeof(reply_oom) - 1);
         e->stats.server_errors++;
     }
     r->done = true;
@@ -452,6 +605,15 @@ dispatch_keys(struct mcs_engine *e, struct mcs_client *c, const char *buf, const
         if (key_server != small) {
             free(key_server);
         }
+        /* the keys asked, to check every VALUE the server sends against */
+        r->keys_len = q->keys_end - q->key_off;
+        r->keys = malloc(r->keys_len + 1);
+        if (r->keys == NULL) {
+            r->oom = true;
+            mcs_request_finish(e, r);
+            return;
+        }
+        memcpy(r->keys, buf + q->key_off, r->keys_len);
         sub_send(e, c, &r->subs[0], buf, q->line_len, NULL, 0);
         request_release(e, r);
         return;
@@ -821,6 +983,7 @@ client_close(struct mcs_engine *e, struct mcs_client *c)
     }
     e->stats.curr_connections--;
     mcs_buf_free(&c->in);
+    out_dropped(e, mcs_buf_len(&c->out));
     mcs_buf_free(&c->out);
     if (c->dirty) {
         /* Still on the dirty list: mcs_client_flush frees it when it gets there. */
@@ -842,6 +1005,7 @@ mcs_client_flush(struct mcs_engine *e, struct mcs_client *c)
         ssize_t n = send(c->fd, mcs_buf_head(&c->out), mcs_buf_len(&c->out), MSG_DONTWAIT | MSG_NOSIGNAL);
         if (n > 0) {
             mcs_buf_consume(&c->out, (size_t)n);
+            out_dropped(e, (size_t)n);
         } else if (n < 0 && errno == EINTR) {
             continue;
         } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {

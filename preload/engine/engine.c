@@ -197,6 +197,7 @@ engine_create(const struct mcs_config *cfg)
     e->pid = (long)getpid();
     e->start_ms = e->now_ms = mcs_engine_clock_ms();
     e->spin_score = 1024;
+    e->memory_max = (size_t)cfg->memory_mb << 20;
     pthread_mutex_init(&e->lock, NULL);
     if (mcs_router_init(&e->router, cfg) != 0) {
         goto error;

@@ -39,6 +39,13 @@
 #define MCS_CLIENT_MAX_OUT      (8 * 1024 * 1024) /* unsent reply bytes per client before reads pause */
 #define MCS_BACKEND_READ_CHUNK  (64 * 1024)
 #define MCS_ENGINE_MAX_QUEUED   (32 * 1024 * 1024) /* bytes waiting to go to servers before all reads pause */
+/* Reply bytes held for one client's requests that are not yet its turn (later in
+ * its pipeline, or keys of a multi-get waiting for an earlier key) before the
+ * servers that carry them are no longer read. */
+#define MCS_CLIENT_MAX_HELD     (8 * 1024 * 1024)
+/* Unsent reply bytes a client may have while the process is over MCSHIM_MEMORY_MB:
+ * its own next reply is still read from the server, this much at a time. */
+#define MCS_CLIENT_MIN_OUT      (256 * 1024)
 
 struct mcs_request;
 
@@ -68,6 +75,9 @@ struct mcs_sub {
     bool     meta;              /* the server answers in the meta protocol (warm-up fetch) */
     bool     fetch;             /* warm-up fetch of one key from a copy */
     bool     answer;            /* warm-up of a meta request: the copy's reply is the client's answer */
+    bool     complete;          /* the server's whole reply is in */
+    uint32_t key_pos;           /* retrieval: where in req->keys the next VALUE may be (reply check) */
+    uint32_t key_next;          /* retrieval: index of that key */
     struct mcs_buf resp;        /* merged get: this server's VALUE items */
 };
 
@@ -94,6 +104,10 @@ struct mcs_request {
     bool     done;              /* reply complete in out */
     bool     all_error;         /* broadcast: out holds an error reply */
     bool     merge;             /* get: items are collected per sub and merged in key order */
+    bool     oom;               /* an allocation failed: answer SERVER_ERROR out of memory, then close */
+    uint32_t merge_next;        /* merged get: index of the next key to release to the client */
+    uint32_t merge_pos;         /* merged get: its position in keys */
+    size_t   held;              /* reply bytes appended to out and subs' resp (flow control) */
     struct mcs_buf out;         /* the reply for the application */
     char    *keys;              /* merged get: copy of the key list */
     uint32_t keys_len;
@@ -126,6 +140,7 @@ struct mcs_client {
     struct mcs_request *head;   /* pipeline, oldest first */
     struct mcs_request *tail;
     uint32_t inflight;
+    size_t   held;              /* reply bytes held by its pipeline's requests (not yet in out) */
     bool     closing;           /* quit or fatal: close once out is written */
     bool     started;           /* first byte seen (protocol detected) */
     bool     paused;            /* EPOLLIN removed for flow control */
@@ -145,6 +160,8 @@ struct mcs_backend {
     enum mcs_backend_state state;
     bool     dirty;             /* out has bytes to flush this loop */
     bool     want_write;
+    bool     stalled;           /* not read: the reply at its head cannot be delivered yet (flow control) */
+    uint64_t stalled_ms;        /* since when */
     struct mcs_backend *next_dirty;
     uint64_t connect_deadline_ms;
     struct mcs_buf out;
@@ -170,6 +187,10 @@ struct mcs_engine {
     struct mcs_engine_stats stats;
     size_t   backend_queued;    /* bytes in all backends' out buffers */
     bool     backend_blocked;   /* clients paused because backend_queued hit the limit */
+    size_t   reply_held;        /* reply bytes held by every request (sum of their held) */
+    size_t   reply_out;         /* reply bytes in every client's out buffer */
+    size_t   memory_max;        /* cfg->memory_mb in bytes */
+    uint32_t stalled;           /* backends stalled */
     uint64_t now_ms;
     uint64_t tick_ms;           /* when the router next needs the engine (probes, warm-up end) */
     uint64_t start_ms;
@@ -204,6 +225,9 @@ void mcs_client_event(struct mcs_engine *e, struct mcs_client *c, uint32_t event
 void mcs_client_flush(struct mcs_engine *e, struct mcs_client *c);
 void mcs_client_wake_paused(struct mcs_engine *e);
 void mcs_request_sub_done(struct mcs_engine *e, struct mcs_sub *sub);
+bool mcs_request_hold(struct mcs_engine *e, struct mcs_request *r, struct mcs_buf *to, const char *p, size_t n);
+void mcs_request_stream(struct mcs_engine *e, struct mcs_request *r);
+bool mcs_request_wants(const struct mcs_request *r, const struct mcs_sub *sub);
 
 /* avail.c: failover, copies, probes, rejoin, warm-up */
 void mcs_avail_dispatch_key(struct mcs_engine *e, struct mcs_client *c, const char *buf,
@@ -247,5 +271,6 @@ void mcs_backend_event(struct mcs_engine *e, struct mcs_backend *b, uint32_t eve
 void mcs_backend_flush(struct mcs_engine *e, struct mcs_backend *b);
 void mcs_backend_check_timeouts(struct mcs_engine *e);
 uint64_t mcs_backend_next_deadline(const struct mcs_engine *e);
+void mcs_backend_unstall(struct mcs_engine *e);
 
 #endif

@@ -1013,7 +1013,11 @@ static const struct resp_case resp_cases[] = {
     { "VALUE " K250 " 1 1 99\r\nx\r\n", 0, MCS_RESP_OK, MCS_RESP_VALUE, 0, K250, false },
     { "VALUE k 0 16\r\n0123456789abcdef\r\n", 16, MCS_RESP_OK, MCS_RESP_VALUE, 0, "k", false },
     { "END\r\n", 0, MCS_RESP_OK, MCS_RESP_END, 0, NULL, false },
-    { "END\n", 0, MCS_RESP_OK, MCS_RESP_END, 0, NULL, false },
+    /* memcached never ends a line with a bare \n: such a reply is not memcached's */
+    { "END\n", 0, MCS_RESP_BAD, 0, 0, NULL, false },
+    { "STORED\n", 0, MCS_RESP_BAD, 0, 0, NULL, false },
+    { "VALUE k 0 1\nx\r\n", 0, MCS_RESP_BAD, 0, 0, NULL, false },
+    { "\n", 0, MCS_RESP_BAD, 0, 0, NULL, false },
     { "STAT pid 42\r\n", 0, MCS_RESP_OK, MCS_RESP_STAT, 0, NULL, false },
     { "STAT version 1.6.18\r\n", 0, MCS_RESP_OK, MCS_RESP_STAT, 0, NULL, false },
     { "STORED\r\n", 0, MCS_RESP_OK, MCS_RESP_LINE, 0, NULL, false },
@@ -1030,7 +1034,9 @@ static const struct resp_case resp_cases[] = {
     { "ERROR\r\n", 0, MCS_RESP_OK, MCS_RESP_LINE, 0, NULL, true },
     { "CLIENT_ERROR bad data chunk\r\n", 0, MCS_RESP_OK, MCS_RESP_LINE, 0, NULL, true },
     { "SERVER_ERROR object too large for cache\r\n", 0, MCS_RESP_OK, MCS_RESP_LINE, 0, NULL, true },
-    { "SERVER_ERROR out of memory storing object\n", 0, MCS_RESP_OK, MCS_RESP_LINE, 0, NULL, true },
+    { "SERVER_ERROR out of memory storing object\r\n", 0, MCS_RESP_OK, MCS_RESP_LINE, 0, NULL, true },
+    { "SERVER_ERROR\r\n", 0, MCS_RESP_OK, MCS_RESP_LINE, 0, NULL, true },
+    { "ERRORS\r\n", 0, MCS_RESP_OK, MCS_RESP_LINE, 0, NULL, false },
     /* bad VALUE lines */
     { "VALUE k 0\r\n", 0, MCS_RESP_BAD, 0, 0, NULL, false },
     /* a small value_max: a digit above it must not wrap the bound */
@@ -1186,11 +1192,74 @@ test_resp_line_too_long(void **state)
     s[n - 1] = '\n';
     assert_int_equal(mcs_ascii_resp_parse(s, n, ITEM_MAX, &r), MCS_RESP_BAD);
     /* just inside the limit is fine */
+    s[MCS_ASCII_RESP_LINE_MAX - 2] = '\r';
     s[MCS_ASCII_RESP_LINE_MAX - 1] = '\n';
     assert_int_equal(mcs_ascii_resp_parse(s, n, ITEM_MAX, &r), MCS_RESP_OK);
     assert_int_equal(r.kind, MCS_RESP_STAT);
     assert_int_equal(r.len, MCS_ASCII_RESP_LINE_MAX);
     free(s);
+}
+
+/* Which reply lines each command may get (anything else is a server failure). */
+static void
+test_reply_fits(void **state)
+{
+    (void)state;
+    static const struct {
+        enum mcs_cmd cmd;
+        const char *line;
+        bool fits;
+    } cases[] = {
+        { MCS_CMD_SET, "STORED\r\n", true },
+        { MCS_CMD_ADD, "NOT_STORED\r\n", true },
+        { MCS_CMD_CAS, "EXISTS\r\n", true },
+        { MCS_CMD_CAS, "NOT_FOUND\r\n", true },
+        { MCS_CMD_APPEND, "ERROR\r\n", true },
+        { MCS_CMD_PREPEND, "CLIENT_ERROR bad data chunk\r\n", true },
+        { MCS_CMD_REPLACE, "SERVER_ERROR out of memory storing object\r\n", true },
+        { MCS_CMD_SET, "DELETED\r\n", false },
+        { MCS_CMD_SET, "END\r\n", false },
+        { MCS_CMD_SET, "42\r\n", false },
+        { MCS_CMD_SET, "STORED \r\n", false },
+        { MCS_CMD_SET, "STOREDX\r\n", false },
+        { MCS_CMD_SET, "ERRORS\r\n", false },
+        { MCS_CMD_SET, "stored\r\n", false },
+        { MCS_CMD_DELETE, "DELETED\r\n", true },
+        { MCS_CMD_DELETE, "NOT_FOUND\r\n", true },
+        { MCS_CMD_DELETE, "STORED\r\n", false },
+        { MCS_CMD_INCR, "0\r\n", true },
+        { MCS_CMD_DECR, "18446744073709551615\r\n", true },
+        { MCS_CMD_INCR, "NOT_FOUND\r\n", true },
+        { MCS_CMD_INCR, "18446744073709551616\r\n", false },
+        { MCS_CMD_INCR, "-5\r\n", false },
+        { MCS_CMD_INCR, "+5\r\n", false },
+        { MCS_CMD_INCR, "12a\r\n", false },
+        { MCS_CMD_INCR, "\r\n", false },
+        { MCS_CMD_INCR, "STORED\r\n", false },
+        { MCS_CMD_TOUCH, "TOUCHED\r\n", true },
+        { MCS_CMD_TOUCH, "STORED\r\n", false },
+        { MCS_CMD_VERSION, "VERSION 1.6.18\r\n", true },
+        { MCS_CMD_VERSION, "VERSIONX\r\n", false },
+        { MCS_CMD_FLUSH_ALL, "OK\r\n", true },
+        { MCS_CMD_VERBOSITY, "OK\r\n", true },
+        { MCS_CMD_FLUSH_ALL, "STORED\r\n", false },
+        { MCS_CMD_GET, "STORED\r\n", false },
+        { MCS_CMD_GET, "SERVER_ERROR x\r\n", true },
+    };
+    for (size_t i = 0; i < NELEM(cases); i++) {
+        bool got = mcs_ascii_reply_fits(cases[i].cmd, cases[i].line, (uint32_t)strlen(cases[i].line));
+        if (got != cases[i].fits) {
+            print_message("%s [%s]: %d, expected %d\n", mcs_cmd_name(cases[i].cmd), cases[i].line, got,
+                          cases[i].fits);
+        }
+        assert_int_equal(got, cases[i].fits);
+    }
+    /* a NUL anywhere in a reply line is not memcached's */
+    static const char nul_line[] = "STO\0RED\r\n";
+    struct mcs_ascii_resp r;
+    assert_int_equal(mcs_ascii_resp_parse(nul_line, sizeof(nul_line) - 1, ITEM_MAX, &r), MCS_RESP_BAD);
+    static const char nul_value[] = "VALUE k\0 0 1\r\nx\r\n";
+    assert_int_equal(mcs_ascii_resp_parse(nul_value, sizeof(nul_value) - 1, ITEM_MAX, &r), MCS_RESP_BAD);
 }
 
 /* A VALUE whose data is larger than the line limit is fine: only lines are bounded. */
@@ -1237,6 +1306,7 @@ main(void)
         cmocka_unit_test(test_resp_pipelined),
         cmocka_unit_test(test_resp_line_too_long),
         cmocka_unit_test(test_resp_big_value),
+        cmocka_unit_test(test_reply_fits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -158,6 +158,7 @@ test_var_table(void **state)
         { MCS_VAR_CONNECTIONS, "MCSHIM_CONNECTIONS", "2" },
         { MCS_VAR_ITEM_MAX, "MCSHIM_ITEM_MAX", "1048576" },
         { MCS_VAR_SPIN_US, "MCSHIM_SPIN_US", "50" },
+        { MCS_VAR_MEMORY_MB, "MCSHIM_MEMORY_MB", "64" },
         { MCS_VAR_BACKUP, "MCSHIM_BACKUP", "" },
         { MCS_VAR_REPLICAS, "MCSHIM_REPLICAS", "1" },
         { MCS_VAR_WRITE, "MCSHIM_WRITE", "async" },
@@ -229,6 +230,7 @@ test_numbers(void **state)
         { "MCSHIM_CONNECTIONS", 1, 64, offsetof(struct mcs_config, connections) },
         { "MCSHIM_ITEM_MAX", 1024, 134217728, offsetof(struct mcs_config, item_max) },
         { "MCSHIM_SPIN_US", 0, 1000, offsetof(struct mcs_config, spin_us) },
+        { "MCSHIM_MEMORY_MB", 4, 65536, offsetof(struct mcs_config, memory_mb) },
         { "MCSHIM_WARMUP_S", 0, 86400, offsetof(struct mcs_config, warmup_s) },
         { "MCSHIM_REJOIN_LOG", 1, 10000000, offsetof(struct mcs_config, rejoin_log) },
     };
