@@ -455,3 +455,31 @@ mcs_bin_put_error(struct mcs_buf *b, uint8_t opcode, uint16_t status, uint32_t o
     };
     return mcs_bin_put_response(b, &m);
 }
+
+bool
+mcs_bin_reply_fits(uint8_t opcode, uint32_t opaque, const struct mcs_bin_resp *resp)
+{
+    if (resp->opcode != opcode || resp->opaque != opaque || strcmp(mcs_bin_status_name(resp->status), "?") == 0) {
+        return false;
+    }
+    bool with_key = opcode == MCS_BIN_OP_GETK || opcode == MCS_BIN_OP_GATK;
+    if (resp->status != MCS_BIN_STATUS_SUCCESS) {
+        return resp->extras_len == 0 && (resp->key_len == 0 || with_key);
+    }
+    switch (opcode) {
+    case MCS_BIN_OP_GET:
+    case MCS_BIN_OP_GAT:
+    case MCS_BIN_OP_GETK:
+    case MCS_BIN_OP_GATK:
+        return resp->extras_len == 4 && (resp->key_len > 0) == with_key;
+    case MCS_BIN_OP_TOUCH:
+        return resp->extras_len == 4 && resp->key_len == 0 && resp->value_len == 0;   /* memcached sends the flags */
+    case MCS_BIN_OP_INCREMENT:
+    case MCS_BIN_OP_DECREMENT:
+        return resp->extras_len == 0 && resp->key_len == 0 && resp->value_len == 8;
+    case MCS_BIN_OP_VERSION:
+        return resp->extras_len == 0 && resp->key_len == 0 && resp->value_len > 0;
+    default:
+        return resp->extras_len == 0 && resp->key_len == 0 && resp->value_len == 0;
+    }
+}

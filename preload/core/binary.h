@@ -265,6 +265,14 @@ struct mcs_bin_resp {
  * last with an empty key and body. */
 enum mcs_resp_status mcs_bin_resp_parse(const char *buf, size_t len, uint32_t value_max, struct mcs_bin_resp *resp);
 
+/* True if resp is a reply memcached gives to a (non-quiet) request with this
+ * opcode and opaque: same opcode and opaque, a listed status, and the shape of
+ * that opcode's answer. Success: get/gat 4 bytes of flags and a value, getk/gatk
+ * the same plus the key, touch the 4 bytes of flags alone, incr/decr an 8-byte value, version a value, every other
+ * opcode an empty body. An error: no extras, a text body (getk/gatk may echo the
+ * key). Anything else is a protocol failure of the server. */
+bool mcs_bin_reply_fits(uint8_t opcode, uint32_t opaque, const struct mcs_bin_resp *resp);
+
 /* A packet to build. status is the response status (ignored for requests,
  * whose vbucket field is written 0). */
 struct mcs_bin_msg {

@@ -944,3 +944,27 @@ mcs_meta_quiet_suppresses(enum mcs_meta_cmd cmd, enum mcs_meta_resp_code code)
         return false;
     }
 }
+
+bool
+mcs_meta_reply_fits(enum mcs_meta_cmd cmd, enum mcs_meta_resp_code code)
+{
+    if (code == MCS_META_RESP_ERROR || code == MCS_META_RESP_CLIENT_ERROR || code == MCS_META_RESP_SERVER_ERROR) {
+        return true;
+    }
+    switch (cmd) {
+    case MCS_META_MG:
+        return code == MCS_META_RESP_VA || code == MCS_META_RESP_HD || code == MCS_META_RESP_EN;
+    case MCS_META_MS:
+        return code == MCS_META_RESP_HD || code == MCS_META_RESP_NS || code == MCS_META_RESP_EX
+               || code == MCS_META_RESP_NF;
+    case MCS_META_MD:
+        return code == MCS_META_RESP_HD || code == MCS_META_RESP_NF || code == MCS_META_RESP_EX;
+    case MCS_META_MA:
+        return code == MCS_META_RESP_HD || code == MCS_META_RESP_VA || code == MCS_META_RESP_NF
+               || code == MCS_META_RESP_NS || code == MCS_META_RESP_EX;
+    case MCS_META_ME:
+        return code == MCS_META_RESP_ME || code == MCS_META_RESP_EN;
+    default:
+        return false;
+    }
+}

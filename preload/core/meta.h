@@ -280,4 +280,8 @@ enum mcs_resp_status mcs_meta_resp_parse(const char *buf, size_t len, uint32_t v
  * server still sends ma's reply when N created the item.) */
 bool mcs_meta_quiet_suppresses(enum mcs_meta_cmd cmd, enum mcs_meta_resp_code code);
 
+/* True if code is an answer memcached gives to cmd: mg VA/HD/EN; ms HD/NS/EX/NF;
+ * md HD/NF/EX; ma HD/VA/NF/NS/EX; me ME/EN; every command an error line. */
+bool mcs_meta_reply_fits(enum mcs_meta_cmd cmd, enum mcs_meta_resp_code code);
+
 #endif

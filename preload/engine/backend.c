@@ -353,13 +353,13 @@ backend_read(struct mcs_engine *e, struct mcs_backend *b)
             struct mcs_ascii_resp item;
             const char *p = mcs_buf_head(&b->in);
             enum mcs_resp_status st;
-            bool bad, complete = false;
+            bool bad = false, complete = false;
             if (b->proto == MCS_PROTO_BINARY) {
                 struct mcs_bin_resp packet;
                 st = mcs_bin_resp_parse(p, mcs_buf_len(&b->in), e->cfg->item_max, &packet);
                 item.len = packet.len;
                 if (st == MCS_RESP_OK) {
-                    complete = mcs_bin_deliver(e, sub, p, &packet);
+                    complete = mcs_bin_deliver(e, sub, p, &packet, &bad);
                 }
             } else if (sub->meta) {
                 size_t used = 0;
@@ -372,7 +372,7 @@ backend_read(struct mcs_engine *e, struct mcs_backend *b)
             if (st == MCS_RESP_MORE) {
                 break;
             }
-            bad = st == MCS_RESP_BAD;
+            bad = bad || st == MCS_RESP_BAD;
             if (!bad && !sub->meta && b->proto != MCS_PROTO_BINARY) {
                 complete = deliver(e, sub, p, &item, &bad);
             }

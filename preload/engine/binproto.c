@@ -262,10 +262,14 @@ mcs_bin_request_line(struct mcs_request *r, struct mcs_buf *out)
 /* One reply packet for sub. Returns true when the sub is complete (always:
  * every request the shim sends gets one packet). */
 bool
-mcs_bin_deliver(struct mcs_engine *e, struct mcs_sub *sub, const char *p, const struct mcs_bin_resp *resp)
+mcs_bin_deliver(struct mcs_engine *e, struct mcs_sub *sub, const char *p, const struct mcs_bin_resp *resp, bool *bad)
 {
     struct mcs_request *r = sub->req;
     (void)e;
+    if (r->kind == MCS_REQ_CLIENT && !mcs_bin_reply_fits(mcs_bin_op_base(r->bin_opcode), r->bin_opaque, resp)) {
+        *bad = true;   /* not an answer to this request: never reaches the application */
+        return false;
+    }
     if (r->kind != MCS_REQ_CLIENT) {
         mcs_buf_append(&r->out, p, resp->len);   /* copies: read by avail.c */
         r->bin_status = resp->status;

@@ -248,7 +248,8 @@ void mcs_avail_stat(struct mcs_request *r, const char *line, size_t len);
 
 /* binproto.c: binary clients */
 void mcs_bin_dispatch(struct mcs_engine *e, struct mcs_client *c, const char *buf, const struct mcs_bin_req *q);
-bool mcs_bin_deliver(struct mcs_engine *e, struct mcs_sub *sub, const char *p, const struct mcs_bin_resp *resp);
+bool mcs_bin_deliver(struct mcs_engine *e, struct mcs_sub *sub, const char *p, const struct mcs_bin_resp *resp,
+                     bool *bad);
 void mcs_bin_failed(struct mcs_engine *e, struct mcs_request *r, uint32_t server);
 int mcs_bin_request_line(struct mcs_request *r, struct mcs_buf *out);
 void mcs_bin_stats_build(struct mcs_engine *e, struct mcs_request *r);

@@ -110,6 +110,9 @@ mcs_meta_reply(struct mcs_engine *e, struct mcs_sub *sub, const char *p, size_t 
     }
     *used = m.len;
     struct mcs_request *r = sub->req;
+    if (r->kind == MCS_REQ_CLIENT && !mcs_meta_reply_fits((enum mcs_meta_cmd)r->meta_cmd, m.code)) {
+        return MCS_RESP_BAD;   /* not an answer to this command: never reaches the application */
+    }
     if (r->kind != MCS_REQ_CLIENT) {
         mcs_buf_append(&r->out, p, m.len);
         return MCS_RESP_OK;

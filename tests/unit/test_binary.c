@@ -1236,6 +1236,63 @@ test_error_bytes_as_memcached(void **state)
     mcs_buf_free(&b);
 }
 
+/* A server packet must answer the request it is matched to (opcode, opaque, shape). */
+static bool
+fits(uint8_t sent, uint32_t opaque, const struct mcs_bin_msg *m)
+{
+    struct mcs_buf b = { 0 };
+    struct mcs_bin_resp r;
+    assert_int_equal(mcs_bin_put_response(&b, m), 0);
+    assert_int_equal(mcs_bin_resp_parse(mcs_buf_head(&b), mcs_buf_len(&b), 1u << 20, &r), MCS_RESP_OK);
+    bool ok = mcs_bin_reply_fits(sent, opaque, &r);
+    mcs_buf_free(&b);
+    return ok;
+}
+
+static void
+test_reply_fits(void **state)
+{
+    (void)state;
+    const char flags[4] = { 0 }, eight[8] = { 0, 0, 0, 0, 0, 0, 0, 42 };
+    struct mcs_bin_msg stored = { .opcode = MCS_BIN_OP_SET, .opaque = 7 };
+    assert_true(fits(MCS_BIN_OP_SET, 7, &stored));
+    assert_false(fits(MCS_BIN_OP_SET, 8, &stored));           /* another request's opaque */
+    assert_false(fits(MCS_BIN_OP_ADD, 7, &stored));           /* another opcode */
+    struct mcs_bin_msg getlike = { .opcode = MCS_BIN_OP_SET, .opaque = 7, .extras = flags, .extras_len = 4,
+                                   .value = "v", .value_len = 1 };
+    assert_false(fits(MCS_BIN_OP_SET, 7, &getlike));          /* a get-shaped answer to a set */
+    struct mcs_bin_msg hit = { .opcode = MCS_BIN_OP_GET, .extras = flags, .extras_len = 4, .value = "v",
+                               .value_len = 1 };
+    assert_true(fits(MCS_BIN_OP_GET, 0, &hit));
+    hit.extras_len = 0;
+    assert_false(fits(MCS_BIN_OP_GET, 0, &hit));              /* a hit without flags */
+    struct mcs_bin_msg khit = { .opcode = MCS_BIN_OP_GETK, .extras = flags, .extras_len = 4, .key = "k",
+                                .key_len = 1 };
+    assert_true(fits(MCS_BIN_OP_GETK, 0, &khit));
+    khit.key_len = 0;
+    assert_false(fits(MCS_BIN_OP_GETK, 0, &khit));            /* getk without its key */
+    struct mcs_bin_msg miss = { .opcode = MCS_BIN_OP_GETK, .status = MCS_BIN_STATUS_KEY_ENOENT, .key = "k",
+                                .key_len = 1, .value = "Not found", .value_len = 9 };
+    assert_true(fits(MCS_BIN_OP_GETK, 0, &miss));
+    miss.opcode = MCS_BIN_OP_GET;
+    assert_false(fits(MCS_BIN_OP_GET, 0, &miss));             /* get errors carry no key */
+    struct mcs_bin_msg odd = { .opcode = MCS_BIN_OP_SET, .status = 0x0099 };
+    assert_false(fits(MCS_BIN_OP_SET, 0, &odd));              /* a status memcached never sends */
+    struct mcs_bin_msg incr = { .opcode = MCS_BIN_OP_INCREMENT, .value = eight, .value_len = 8 };
+    assert_true(fits(MCS_BIN_OP_INCREMENT, 0, &incr));
+    incr.value_len = 4;
+    assert_false(fits(MCS_BIN_OP_INCREMENT, 0, &incr));
+    struct mcs_bin_msg touched = { .opcode = MCS_BIN_OP_TOUCH, .extras = flags, .extras_len = 4 };
+    assert_true(fits(MCS_BIN_OP_TOUCH, 0, &touched));
+    touched.value = "v";
+    touched.value_len = 1;
+    assert_false(fits(MCS_BIN_OP_TOUCH, 0, &touched));
+    struct mcs_bin_msg version = { .opcode = MCS_BIN_OP_VERSION, .value = "1.6.18", .value_len = 6 };
+    assert_true(fits(MCS_BIN_OP_VERSION, 0, &version));
+    version.value_len = 0;
+    assert_false(fits(MCS_BIN_OP_VERSION, 0, &version));
+}
+
 int
 main(void)
 {
@@ -1260,6 +1317,7 @@ main(void)
         cmocka_unit_test(test_build_response_roundtrip),
         cmocka_unit_test(test_build_errors),
         cmocka_unit_test(test_error_bytes_as_memcached),
+        cmocka_unit_test(test_reply_fits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

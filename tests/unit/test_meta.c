@@ -1338,6 +1338,29 @@ test_base64(void **state)
     assert_int_equal(mcs_meta_base64_encode((const uint8_t *)"foob", 4, text, 8), 8);
 }
 
+/* Which reply codes each meta command may get from a server. */
+static void
+test_reply_fits(void **state)
+{
+    (void)state;
+    static const char *const ok[MCS_META_CMD_COUNT] = {
+        [MCS_META_MG] = "VA HD EN", [MCS_META_MS] = "HD NS EX NF", [MCS_META_MD] = "HD NF EX",
+        [MCS_META_MA] = "HD VA NF NS EX", [MCS_META_ME] = "ME EN",
+    };
+    for (int c = 0; c < MCS_META_CMD_COUNT; c++) {
+        for (int code = 0; code < MCS_META_RESP_COUNT; code++) {
+            const char *name = mcs_meta_resp_name((enum mcs_meta_resp_code)code);
+            bool error = code == MCS_META_RESP_ERROR || code == MCS_META_RESP_CLIENT_ERROR
+                         || code == MCS_META_RESP_SERVER_ERROR;
+            bool want = error || (ok[c] != NULL && strlen(name) == 2 && strstr(ok[c], name) != NULL);
+            if (mcs_meta_reply_fits((enum mcs_meta_cmd)c, (enum mcs_meta_resp_code)code) != want) {
+                print_message("%s %s: expected %d\n", mcs_meta_cmd_name((enum mcs_meta_cmd)c), name, want);
+                fail();
+            }
+        }
+    }
+}
+
 int
 main(void)
 {
@@ -1361,6 +1384,7 @@ main(void)
         cmocka_unit_test(test_rewrite_round_trip),
         cmocka_unit_test(test_build),
         cmocka_unit_test(test_base64),
+        cmocka_unit_test(test_reply_fits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
