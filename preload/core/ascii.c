@@ -271,6 +271,7 @@ parse_storage(struct mcs_ascii_parser *p, const char *buf, size_t len, uint32_t 
     }
     if ((uint64_t)vlen > item_max) {
         p->swallow = (uint64_t)vlen + 2;
+        req->drop_key = req->cmd == MCS_CMD_SET;   /* memcached: a failed set leaves no stale value */
         return reply(req, req->line_len, mcs_reply_too_large);
     }
     uint64_t total = (uint64_t)req->line_len + (uint64_t)vlen + 2;
@@ -456,7 +457,21 @@ mcs_ascii_parse(struct mcs_ascii_parser *p, const char *buf, size_t len, uint32_
      * differently from the shim and shift every later reply on the shared server
      * connection. (Whitespace other than ' ' inside a number is refused by the
      * number checks for the same reason.) */
-    if (memchr(buf, '\0', req->eol_off) != NULL) {
+    const char *nul = memchr(buf, '\0', req->eol_off);
+    if (nul != NULL) {
+        /* Where memcached's reading of the line up to the NUL is an error, give
+         * its exact answer (`get \0` and `incr \0 1` are ERROR); where it would
+         * run the truncated command, refuse it instead (docs/protocol.md). */
+        struct mcs_ascii_req cut = *req;
+        cut.eol_off = (uint32_t)(nul - buf);
+        tokenize(buf, cut.eol_off, &t);
+        struct mcs_ascii_parser scratch = *p;
+        enum mcs_ascii_status st = parse_command(&scratch, buf, req->line_len, item_max, &t, &cut);
+        if (st == MCS_ASCII_REPLY || st == MCS_ASCII_CLOSE) {
+            *p = scratch;
+            *req = cut;
+            return st;
+        }
         return reply(req, req->line_len, mcs_reply_bad_format);
     }
     req->len = req->line_len;

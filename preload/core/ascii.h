@@ -113,6 +113,8 @@ struct mcs_ascii_req {
     uint32_t args_off;      /* bytes after the command name (stats args, gat exptime) */
     uint32_t args_len;
     bool     noreply;
+    bool     drop_key;      /* REPLY to a set too large: memcached deletes the key's old value
+                               (key_off/key_len), so the caller must too */
     const char *reply;      /* MCS_ASCII_REPLY / CLOSE: what to answer (NULL: nothing) */
 };
 

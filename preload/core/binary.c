@@ -272,6 +272,15 @@ accept_request(struct mcs_bin_parser *p, const char *buf, size_t len, uint32_t i
     uint64_t fixed = (uint64_t)h->extras_len + h->key_len;
     uint64_t value_len = d->value == MCS_BIN_VALUE_ANY ? h->body_len - fixed : 0;
     if (value_len > item_max || MCS_BIN_HEADER_LEN + fixed + value_len > UINT32_MAX) {
+        if (d->base == MCS_BIN_OP_SET) {
+            /* memcached reads the key first and drops its old value: wait for it */
+            if (MCS_BIN_HEADER_LEN + fixed > len) {
+                return MCS_BIN_MORE;
+            }
+            req->key_off = MCS_BIN_HEADER_LEN + h->extras_len;
+            req->key_len = h->key_len;
+            req->drop_key = true;
+        }
         return reply_skip(p, req, MCS_BIN_STATUS_E2BIG, fixed + value_len);
     }
     uint64_t total = MCS_BIN_HEADER_LEN + fixed + value_len;

@@ -235,6 +235,8 @@ struct mcs_bin_req {
     uint32_t exptime;       /* set/add/replace, incr/decr, touch/gat*, flush (0 without extras) */
     uint64_t delta;         /* incr/decr */
     uint64_t initial;       /* incr/decr; exptime 0xffffffff: do not create */
+    bool     drop_key;      /* REPLY 0x0003 to a set(q) too large: memcached deletes the key's old
+                               value (key_off/key_len), so the caller must too */
 };
 
 /* Parses the next request in buf[0, len). item_max is the largest value the

@@ -339,6 +339,42 @@ copy_done(struct mcs_engine *e, struct mcs_sub *sub)
     }
 }
 
+/* A set the shim refused as too large: memcached drops the key's old value in
+ * that case (a stale read is worse than a miss), so every server holding key
+ * drops it too. The deletes travel on the client's own connections (of its
+ * protocol), ahead of its later requests; a server away records the key for
+ * its rejoin. */
+void
+mcs_avail_drop_key(struct mcs_engine *e, struct mcs_client *c, const char *key, size_t len)
+{
+    uint32_t t[MCS_MAX_TARGETS];
+    uint32_t n = mcs_router_targets(&e->router, key, len, t);
+    for (uint32_t i = 0; i < n; i++) {
+        struct mcs_buf line = { 0 };
+        struct mcs_request *d = usable(e, t[i]) ? own_request(e, MCS_REQ_COPY, MCS_CMD_DELETE, t[i], c->id) : NULL;
+        int rc = d == NULL || (d->keys = malloc(len ? len : 1)) == NULL ? -1 : 0;
+        if (rc == 0 && c->proto == MCS_PROTO_BINARY) {
+            struct mcs_bin_msg m = { .opcode = MCS_BIN_OP_DELETE, .key = key, .key_len = (uint16_t)len };
+            d->proto = MCS_PROTO_BINARY;
+            rc = mcs_bin_put_request(&line, &m);
+        } else if (rc == 0) {
+            rc = mcs_copy_delete_line(&line, key, len);
+        }
+        if (rc != 0) {
+            if (d != NULL) {
+                mcs_request_free(e, d);
+            }
+            mcs_buf_free(&line);
+            mcs_router_missed(&e->router, t[i], key, len);
+            continue;
+        }
+        memcpy(d->keys, key, len);
+        d->keys_len = (uint32_t)len;
+        mcs_backend_send(e, &d->subs[0], c->id, mcs_buf_head(&line), mcs_buf_len(&line), NULL, 0);
+        mcs_buf_free(&line);
+    }
+}
+
 /* ---- retrievals ----------------------------------------------------------------------------- */
 
 /* The first usable target of key from index `from`, or -1. */

@@ -843,6 +843,9 @@ client_step(struct mcs_engine *e, struct mcs_client *c, const char *buf, size_t 
             mcs_bin_dispatch(e, c, buf, &q);
         } else if (q.status != 0) {
             struct mcs_buf out = { 0 };
+            if (q.drop_key) {
+                mcs_avail_drop_key(e, c, buf + q.key_off, q.key_len);
+            }
             e->stats.client_errors++;
             if (mcs_bin_put_error(&out, q.opcode, q.status, q.opaque) == 0) {
                 mcs_client_local_reply(e, c, mcs_buf_head(&out), mcs_buf_len(&out));
@@ -882,6 +885,9 @@ client_step(struct mcs_engine *e, struct mcs_client *c, const char *buf, size_t 
     if (st == MCS_ASCII_OK) {
         dispatch(e, c, buf, &q);
     } else {
+        if (q.drop_key) {
+            mcs_avail_drop_key(e, c, buf + q.key_off, q.key_len);
+        }
         if (q.reply != NULL) {
             e->stats.client_errors++;
             mcs_client_local_reply(e, c, q.reply, strlen(q.reply));

@@ -245,6 +245,7 @@ void mcs_avail_connected(struct mcs_engine *e, struct mcs_backend *b);
 enum mcs_resp_status mcs_avail_meta_reply(struct mcs_engine *e, struct mcs_sub *sub, const char *p, size_t len,
                                           size_t *used);
 void mcs_avail_stat(struct mcs_request *r, const char *line, size_t len);
+void mcs_avail_drop_key(struct mcs_engine *e, struct mcs_client *c, const char *key, size_t len);
 
 /* binproto.c: binary clients */
 void mcs_bin_dispatch(struct mcs_engine *e, struct mcs_client *c, const char *buf, const struct mcs_bin_req *q);
