@@ -7,7 +7,8 @@ started is left behind; after a normal exit any survivor of the group is killed 
 
 MCSHIM_TEST_PATTERN narrows the files (glob, or several separated by commas),
 e.g. MCSHIM_TEST_PATTERN='test_php*'. MCSHIM_TEST_LIMIT overrides the per-file limit
-(seconds, before the time scale). Exit status 0 only if every file passed.
+(seconds, before the time scale). Exit status 0 only if every file passed and every
+skipped test gave a reason on ALLOWED_SKIPS (a skip is a check not made).
 """
 import fnmatch
 import os
@@ -20,6 +21,34 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCALE = float(os.environ.get("MCSHIM_TEST_TIME_SCALE", "4" if os.environ.get("SANITIZE") == "1" else "1"))
 LIMIT = float(os.environ.get("MCSHIM_TEST_LIMIT", "240")) * SCALE
+
+
+# A skipped test is a check not made: a skip fails the run unless its reason is on
+# this list. Each entry: (reason as the test states it, when it is allowed, why).
+SANITIZED = os.environ.get("SANITIZE") == "1"
+ALLOWED_SKIPS = [
+    # MCSHIM_TEST_DIRECT=1 runs the tests against one plain memcached to debug the
+    # tests themselves; make test never sets it.
+    ("shim-only test (MCSHIM_TEST_DIRECT=1)", os.environ.get("MCSHIM_TEST_DIRECT") == "1",
+     "debug mode of the tests"),
+    ("compares direct and shim runs itself (MCSHIM_TEST_DIRECT=1)", os.environ.get("MCSHIM_TEST_DIRECT") == "1",
+     "debug mode of the tests"),
+    # Under ASan/UBSan only; the same tests run in the plain pass of make test.
+    ("ASan's own dlopen interceptor", SANITIZED, "ASan replaces the dlopen caller; checked in the plain run"),
+    ("php's RTLD_DEEPBIND dlopen aborts under ASan", SANITIZED, "checked in the plain run"),
+    ("valgrind not usable in this build", SANITIZED, "valgrind cannot run an ASan build; checked in the plain run"),
+]
+SKIP_LINE = re.compile(r"^(test\S+) \(([^)]*)\)(?:\s*\n.*?)? \.\.\. skipped '(.*)'$", re.M)
+
+
+def skips_not_allowed(text):
+    """The skips in a file's unittest -v output whose reason is not allowed here."""
+    bad = []
+    for m in SKIP_LINE.finditer(text):
+        reason = m.group(3)
+        if not any(reason.startswith(r) and when for r, when, _ in ALLOWED_SKIPS):
+            bad.append("%s: %s" % (m.group(2) or m.group(1), reason))
+    return bad
 
 
 def kill_group(pgid, grace=2.0):
@@ -89,6 +118,12 @@ def run_file(f):
             if k in counts:
                 counts[k] = int(v)
     ok = proc.returncode == 0 and not timed_out
+    bad = skips_not_allowed(text)
+    if counts["skipped"] > 0 and not bad and not SKIP_LINE.search(text):
+        bad = ["%d skip(s) whose reason could not be read" % counts["skipped"]]
+    for b in bad:
+        print("%s: skipped, and not on the allow-list in run.py: %s" % (f, b), flush=True)
+    ok = ok and not bad
     return ok, counts, time.time() - start
 
 
