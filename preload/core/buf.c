@@ -1,6 +1,7 @@
 /*
  * preload/core/buf.c: growable byte buffer (see buf.h).
  */
+#include "preload/core/alloc.h"
 #include "preload/core/buf.h"
 
 #include <stdlib.h>
@@ -27,14 +28,14 @@ mcs_buf_reserve(struct mcs_buf *b, size_t want)
         }
         cap *= 2;
     }
-    char *p = malloc(cap);
+    char *p = mcs_malloc(cap);
     if (p == NULL) {
         return -1;
     }
     if (used > 0) {
         memcpy(p, b->data + b->start, used);
     }
-    free(b->data);
+    mcs_free(b->data);
     b->data = p;
     b->cap = cap;
     b->start = 0;
@@ -77,7 +78,7 @@ void
 mcs_buf_shrink(struct mcs_buf *b, size_t keep)
 {
     if (b->start == b->end && b->cap > keep) {
-        free(b->data);
+        mcs_free(b->data);
         b->data = NULL;
         b->cap = 0;
         b->start = 0;
@@ -88,7 +89,7 @@ mcs_buf_shrink(struct mcs_buf *b, size_t keep)
 void
 mcs_buf_free(struct mcs_buf *b)
 {
-    free(b->data);
+    mcs_free(b->data);
     b->data = NULL;
     b->cap = 0;
     b->start = 0;

@@ -4,6 +4,7 @@
  * Syntax only: host names are resolved by the caller. Every error message has
  * the form  "mcshim: <VARIABLE>=<value>: <reason>"  (value shortened if huge).
  */
+#include "preload/core/alloc.h"
 #include "preload/core/config.h"
 
 #include <stdio.h>
@@ -249,7 +250,7 @@ mcs_config_parse(struct mcs_config *c, mcs_config_lookup get, void *ctx, char *e
     if (servers == NULL) {
         return MCS_CONFIG_INERT;
     }
-    c->servers = calloc(MCS_MAX_SERVERS, sizeof(*c->servers));
+    c->servers = mcs_calloc(MCS_MAX_SERVERS, sizeof(*c->servers));
     if (c->servers == NULL) {
         snprintf(err, errlen, "mcshim: out of memory reading the configuration; the shim stays inactive");
         return MCS_CONFIG_ERROR;
@@ -270,7 +271,7 @@ mcs_config_parse(struct mcs_config *c, mcs_config_lookup get, void *ctx, char *e
         c->nbackups = (size_t)n;
         c->nservers += c->nbackups;
     }
-    struct mcs_endpoint *fit = realloc(c->servers, c->nservers * sizeof(*c->servers));
+    struct mcs_endpoint *fit = mcs_realloc(c->servers, c->nservers * sizeof(*c->servers));
     if (fit != NULL) {
         c->servers = fit;
     }
@@ -350,7 +351,7 @@ error:
 void
 mcs_config_free(struct mcs_config *c)
 {
-    free(c->servers);
+    mcs_free(c->servers);
     c->servers = NULL;
     c->nservers = 0;
 }

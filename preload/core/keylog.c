@@ -8,6 +8,7 @@
  *     (1) mark slots of taken keys, count + tombstones < 3/4 of index_cap;
  *   - an overflowed log holds no keys and no memory.
  */
+#include "preload/core/alloc.h"
 #include "preload/core/keylog.h"
 
 #include <stdlib.h>
@@ -69,8 +70,8 @@ index_bits_for(size_t n, unsigned *bits)
 static void
 release(struct mcs_keylog *l)
 {
-    free(l->arena);
-    free(l->index);
+    mcs_free(l->arena);
+    mcs_free(l->index);
     l->arena = NULL;
     l->arena_cap = 0;
     l->index = NULL;
@@ -87,12 +88,12 @@ static void
 make_empty(struct mcs_keylog *l)
 {
     if (l->arena_cap > MCS_KEYLOG_KEEP_BYTES) {
-        free(l->arena);
+        mcs_free(l->arena);
         l->arena = NULL;
         l->arena_cap = 0;
     }
     if (l->index_cap * sizeof(*l->index) > MCS_KEYLOG_KEEP_BYTES) {
-        free(l->index);
+        mcs_free(l->index);
         l->index = NULL;
         l->index_cap = 0;
         l->index_bits = 0;
@@ -154,7 +155,7 @@ static void
 index_install(struct mcs_keylog *l, uint32_t *index, unsigned bits)
 {
     size_t mask = ((size_t)1 << bits) - 1;
-    free(l->index);
+    mcs_free(l->index);
     l->index = index;
     l->index_cap = mask + 1;
     l->index_bits = bits;
@@ -176,7 +177,7 @@ index_alloc(size_t n, unsigned *bits)
     if (index_bits_for(n, bits) != 0) {
         return NULL;
     }
-    return calloc((size_t)1 << *bits, sizeof(uint32_t));
+    return mcs_calloc((size_t)1 << *bits, sizeof(uint32_t));
 }
 
 /* Makes room for want more arena bytes. Returns 0, or -1 (allocation failure
@@ -195,7 +196,7 @@ arena_make_room(struct mcs_keylog *l, size_t want)
     while (cap < need) {
         cap = cap > MCS_KEYLOG_ARENA_MAX / 2 ? MCS_KEYLOG_ARENA_MAX : cap * 2;
     }
-    char *p = realloc(l->arena, cap);
+    char *p = mcs_realloc(l->arena, cap);
     if (p == NULL) {
         return -1;
     }
@@ -225,7 +226,7 @@ compact(struct mcs_keylog *l)
         keep /= 2;
     }
     if (keep < l->arena_cap) {
-        char *p = realloc(l->arena, keep);
+        char *p = mcs_realloc(l->arena, keep);
         if (p != NULL) {
             l->arena = p;
             l->arena_cap = keep;

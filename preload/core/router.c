@@ -1,6 +1,7 @@
 /*
  * preload/core/router.c: ring lookup and server health (see router.h).
  */
+#include "preload/core/alloc.h"
 #include "preload/core/router.h"
 
 #include <stdio.h>
@@ -38,9 +39,9 @@ ring_build(struct mcs_router *r, size_t first, size_t count, const bool *skip, s
            size_t *npoints)
 {
     const struct mcs_config *cfg = r->cfg;
-    struct mcs_ring_server *ring = calloc(count ? count : 1, sizeof(*ring));
-    char (*names)[MCS_HOST_MAX + MCS_NAME_MAX + 16] = calloc(count ? count : 1, sizeof(*names));
-    uint32_t *index = calloc(count ? count : 1, sizeof(*index));
+    struct mcs_ring_server *ring = mcs_calloc(count ? count : 1, sizeof(*ring));
+    char (*names)[MCS_HOST_MAX + MCS_NAME_MAX + 16] = mcs_calloc(count ? count : 1, sizeof(*names));
+    uint32_t *index = mcs_calloc(count ? count : 1, sizeof(*index));
     struct mcs_continuum_point *pts = NULL;
     size_t n = 0, np = 0;
     int rc = -1;
@@ -64,23 +65,23 @@ ring_build(struct mcs_router *r, size_t first, size_t count, const bool *skip, s
         index[n++] = (uint32_t)i;
     }
     np = n ? mcs_continuum_points(cfg->dist, ring, n) : 0;
-    pts = calloc(np ? np : 1, sizeof(*pts));
+    pts = mcs_calloc(np ? np : 1, sizeof(*pts));
     if (pts == NULL || (np > 0 && mcs_continuum_build(cfg->dist, ring, n, pts, np) == 0)) {
         goto out;
     }
     for (size_t i = 0; i < np; i++) {
         pts[i].server = index[pts[i].server];
     }
-    free(*points);
+    mcs_free(*points);
     *points = pts;
     *npoints = np;
     pts = NULL;
     rc = 0;
 out:
-    free(pts);
-    free(ring);
-    free(names);
-    free(index);
+    mcs_free(pts);
+    mcs_free(ring);
+    mcs_free(names);
+    mcs_free(index);
     return rc;
 }
 
@@ -92,7 +93,7 @@ mcs_router_init(struct mcs_router *r, const struct mcs_config *cfg)
     r->nservers = cfg->nservers;
     r->nprimaries = cfg->nprimaries ? cfg->nprimaries : cfg->nservers;
     r->copies = cfg->replicas > 1 || r->nprimaries < r->nservers;
-    r->servers = calloc(cfg->nservers, sizeof(*r->servers));
+    r->servers = mcs_calloc(cfg->nservers, sizeof(*r->servers));
     if (r->servers == NULL) {
         goto error;
     }
@@ -130,10 +131,10 @@ mcs_router_free(struct mcs_router *r)
     for (size_t i = 0; r->servers != NULL && i < r->nservers; i++) {
         mcs_keylog_free(&r->servers[i].missed);
     }
-    free(r->servers);
-    free(r->points);
-    free(r->backup_points);
-    free(r->live_points);
+    mcs_free(r->servers);
+    mcs_free(r->points);
+    mcs_free(r->backup_points);
+    mcs_free(r->live_points);
     memset(r, 0, sizeof(*r));
 }
 

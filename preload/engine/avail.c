@@ -26,6 +26,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "preload/core/alloc.h"
 #include "preload/core/meta.h"
 #include "preload/engine/internal.h"
 #include "preload/lib/log.h"
@@ -260,7 +261,7 @@ send_copy(struct mcs_engine *e, struct mcs_request *r, uint32_t s, enum mcs_copy
     struct mcs_buf line = { 0 };
     int rc = c == NULL ? -1 : 0;
     if (rc == 0) {
-        c->keys = malloc(key_len ? key_len : 1);
+        c->keys = mcs_malloc(key_len ? key_len : 1);
         rc = c->keys == NULL ? -1 : 0;
     }
     if (rc == 0) {
@@ -352,7 +353,7 @@ mcs_avail_drop_key(struct mcs_engine *e, struct mcs_client *c, const char *key, 
     for (uint32_t i = 0; i < n; i++) {
         struct mcs_buf line = { 0 };
         struct mcs_request *d = usable(e, t[i]) ? own_request(e, MCS_REQ_COPY, MCS_CMD_DELETE, t[i], c->id) : NULL;
-        int rc = d == NULL || (d->keys = malloc(len ? len : 1)) == NULL ? -1 : 0;
+        int rc = d == NULL || (d->keys = mcs_malloc(len ? len : 1)) == NULL ? -1 : 0;
         if (rc == 0 && c->proto == MCS_PROTO_BINARY) {
             struct mcs_bin_msg m = { .opcode = MCS_BIN_OP_DELETE, .key = key, .key_len = (uint16_t)len };
             d->proto = MCS_PROTO_BINARY;
@@ -399,7 +400,7 @@ first_usable(struct mcs_engine *e, const char *key, size_t len, uint32_t from, u
 static struct mcs_sub *
 child_new(struct mcs_request *r, uint32_t s)
 {
-    struct mcs_sub *c = calloc(1, sizeof(*c));
+    struct mcs_sub *c = mcs_calloc(1, sizeof(*c));
     if (c == NULL) {
         return NULL;
     }
@@ -461,9 +462,9 @@ mcs_avail_dispatch_keys(struct mcs_engine *e, struct mcs_client *c, const char *
     r->merge = true;
     r->nkeys = n;
     r->keys_len = q->keys_end - q->key_off;
-    r->keys = malloc(r->keys_len + 1);
-    r->key_sub = calloc(n, sizeof(*r->key_sub));
-    r->key_try = calloc(n, sizeof(*r->key_try));
+    r->keys = mcs_malloc(r->keys_len + 1);
+    r->key_sub = mcs_calloc(n, sizeof(*r->key_sub));
+    r->key_try = mcs_calloc(n, sizeof(*r->key_try));
     if (r->keys == NULL || r->key_sub == NULL || r->key_try == NULL || q->args_len > sizeof(r->args)) {
         answer_oom(e, r);
         c->closing = true;
@@ -750,7 +751,7 @@ send_line(struct mcs_engine *e, enum mcs_req_kind kind, enum mcs_cmd cmd, uint32
     if (r == NULL) {
         return false;
     }
-    if (key != NULL && (r->keys = malloc(key_len ? key_len : 1)) != NULL) {
+    if (key != NULL && (r->keys = mcs_malloc(key_len ? key_len : 1)) != NULL) {
         memcpy(r->keys, key, key_len);
         r->keys_len = (uint32_t)key_len;
     }

@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "preload/core/alloc.h"
 #include "preload/engine/internal.h"
 #include "preload/lib/fdtab.h"
 #include "preload/lib/log.h"

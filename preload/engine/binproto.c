@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "preload/core/alloc.h"
 #include "preload/engine/internal.h"
 #include "preload/lib/log.h"
 
@@ -161,7 +162,7 @@ dispatch_local(struct mcs_engine *e, struct mcs_client *c, const char *buf, cons
     case MCS_BIN_OP_STAT: {
         /* deferred to the head of the pipeline, like text stats */
         struct mcs_request *r = mcs_request_new(e, c, MCS_CMD_STATS, 0, false);
-        if (r == NULL || (q->key_len > 0 && (r->keys = malloc(q->key_len)) == NULL)) {
+        if (r == NULL || (q->key_len > 0 && (r->keys = mcs_malloc(q->key_len)) == NULL)) {
             c->closing = true;
             return;
         }
@@ -298,6 +299,8 @@ mcs_bin_deliver(struct mcs_engine *e, struct mcs_sub *sub, const char *p, const 
     size_t at = mcs_buf_len(&r->out);
     if (mcs_buf_append(&r->out, p, resp->len) == 0) {
         mcs_buf_head(&r->out)[at + 1] = (char)r->bin_opcode;   /* the client's opcode, quiet or not */
+    } else {
+        r->oom = true;
     }
     return true;
 }

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "preload/core/alloc.h"
 #include "preload/engine/internal.h"
 #include "preload/lib/log.h"
 
@@ -62,7 +63,7 @@ mark_dirty(struct mcs_engine *e, struct mcs_client *c)
 void
 mcs_client_attach(struct mcs_engine *e, int fd)
 {
-    struct mcs_client *c = calloc(1, sizeof(*c));
+    struct mcs_client *c = mcs_calloc(1, sizeof(*c));
     if (c == NULL) {
         mcs_log(MCS_LOG_ERROR, "out of memory: dropping an application connection");
         mcs_engine_close_fd(fd);
@@ -73,7 +74,7 @@ mcs_client_attach(struct mcs_engine *e, int fd)
     if (mcs_engine_epoll(e, EPOLL_CTL_ADD, fd, EPOLLIN, (uintptr_t)c) != 0) {
         mcs_log(MCS_LOG_ERROR, "epoll_ctl failed for an application connection: %s", strerror(errno));
         mcs_engine_close_fd(fd);
-        free(c);
+        mcs_free(c);
         return;
     }
     c->next = e->clients;
@@ -103,20 +104,20 @@ mcs_request_free(struct mcs_engine *e, struct mcs_request *r)
         mcs_buf_free(&r->subs[i].resp);
     }
     if (r->nsubs > 1) {
-        free(r->subs);
+        mcs_free(r->subs);
     }
     while (r->children != NULL) {
         struct mcs_sub *c = r->children;
         r->children = c->next_child;
         mcs_buf_free(&c->resp);
-        free(c);
+        mcs_free(c);
     }
     mcs_buf_free(&r->out);
     mcs_buf_free(&r->kept);
-    free(r->keys);
-    free(r->key_sub);
-    free(r->key_try);
-    free(r);
+    mcs_free(r->keys);
+    mcs_free(r->key_sub);
+    mcs_free(r->key_try);
+    mcs_free(r);
 }
 
 /* A request with room for one sub inline (the common single-server case). */
@@ -130,7 +131,7 @@ struct request_one {
 struct mcs_request *
 mcs_request_new(struct mcs_engine *e, struct mcs_client *c, enum mcs_cmd cmd, uint32_t nsubs, bool detached)
 {
-    struct request_one *one = calloc(1, sizeof(*one));
+    struct request_one *one = mcs_calloc(1, sizeof(*one));
     if (one == NULL) {
         return NULL;
     }
@@ -140,9 +141,9 @@ mcs_request_new(struct mcs_engine *e, struct mcs_client *c, enum mcs_cmd cmd, ui
     if (nsubs <= 1) {
         r->subs = &one->sub;
     } else {
-        r->subs = calloc(nsubs, sizeof(*r->subs));
+        r->subs = mcs_calloc(nsubs, sizeof(*r->subs));
         if (r->subs == NULL) {
-            free(one);
+            mcs_free(one);
             return NULL;
         }
     }
@@ -402,13 +403,18 @@ mcs_request_finish(struct mcs_engine *e, struct mcs_request *r)
         mcs_buf_append(&r->out, reply_all_down, sizeof(reply_all_down) - 1);   /* nobody answered */
         e->stats.server_errors++;
     }
-    if (r->oom && r->proto == MCS_PROTO_TEXT) {
-        /* Whole items so far, then memcached's own answer to a reply it cannot build;
-         * the connection closes after it (client_advance). */
-        if (mcs_cmd_route(r->cmd) != MCS_ROUTE_KEYS) {
+    if (r->oom) {
+        /* Whole items so far, then memcached's own answer to a reply it cannot build
+         * (binary: status 0x0082); the connection closes after it (client_advance). */
+        if (r->proto == MCS_PROTO_BINARY) {
             mcs_buf_reset(&r->out);
+            mcs_bin_put_error(&r->out, r->bin_opcode, MCS_BIN_STATUS_ENOMEM, r->bin_opaque);
+        } else {
+            if (mcs_cmd_route(r->cmd) != MCS_ROUTE_KEYS || r->is_meta) {
+                mcs_buf_reset(&r->out);
+            }
+            mcs_buf_append(&r->out, reply_oom, sizeof(reply_oom) - 1);
         }
-        mcs_buf_append(&r->out, reply_oom, sizeof(reply_oom) - 1);
         e->stats.server_errors++;
     }
     r->done = true;
@@ -580,7 +586,7 @@ dispatch_keys(struct mcs_engine *e, struct mcs_client *c, const char *buf, const
 {
     uint32_t n = q->nkeys, pos, off, len, i;
     uint32_t small[32];   /* most gets have few keys: no allocation for them */
-    uint32_t *key_server = n <= 32 ? small : malloc(n * sizeof(*key_server));
+    uint32_t *key_server = n <= 32 ? small : mcs_malloc(n * sizeof(*key_server));
     if (key_server == NULL) {
         c->closing = true;
         return;
@@ -594,7 +600,7 @@ dispatch_keys(struct mcs_engine *e, struct mcs_client *c, const char *buf, const
         struct mcs_request *r = mcs_request_new(e, c, q->cmd, 1, false);
         if (r == NULL) {
             if (key_server != small) {
-                free(key_server);
+                mcs_free(key_server);
             }
             c->closing = true;
             return;
@@ -603,11 +609,11 @@ dispatch_keys(struct mcs_engine *e, struct mcs_client *c, const char *buf, const
         r->pending = 1;
         r->subs[0].server = key_server[0];
         if (key_server != small) {
-            free(key_server);
+            mcs_free(key_server);
         }
         /* the keys asked, to check every VALUE the server sends against */
         r->keys_len = q->keys_end - q->key_off;
-        r->keys = malloc(r->keys_len + 1);
+        r->keys = mcs_malloc(r->keys_len + 1);
         if (r->keys == NULL) {
             r->oom = true;
             mcs_request_finish(e, r);
@@ -621,10 +627,10 @@ dispatch_keys(struct mcs_engine *e, struct mcs_client *c, const char *buf, const
 
     /* Several servers: one sub per server, in order of first appearance. */
     uint32_t nsrv = (uint32_t)e->router.nservers, nsubs = 0;
-    uint32_t *sub_of_server = malloc(nsrv * sizeof(*sub_of_server));
-    uint32_t *key_sub = malloc(n * sizeof(*key_sub));
-    struct mcs_sub **key_subp = malloc(n * sizeof(*key_subp));
-    char *keys = malloc(q->keys_end - q->key_off + 1);
+    uint32_t *sub_of_server = mcs_malloc(nsrv * sizeof(*sub_of_server));
+    uint32_t *key_sub = mcs_malloc(n * sizeof(*key_sub));
+    struct mcs_sub **key_subp = mcs_malloc(n * sizeof(*key_subp));
+    char *keys = mcs_malloc(q->keys_end - q->key_off + 1);
     if (sub_of_server == NULL || key_sub == NULL || key_subp == NULL || keys == NULL) {
         goto oom;
     }
@@ -675,21 +681,21 @@ dispatch_keys(struct mcs_engine *e, struct mcs_client *c, const char *buf, const
         sub_send(e, c, &r->subs[s], mcs_buf_head(&line), mcs_buf_len(&line), NULL, 0);
     }
     mcs_buf_free(&line);
-    free(sub_of_server);
-    free(key_sub);
+    mcs_free(sub_of_server);
+    mcs_free(key_sub);
     if (key_server != small) {
-        free(key_server);
+        mcs_free(key_server);
     }
     request_release(e, r);
     return;
 
 oom:
-    free(sub_of_server);
-    free(key_sub);
-    free(key_subp);
-    free(keys);
+    mcs_free(sub_of_server);
+    mcs_free(key_sub);
+    mcs_free(key_subp);
+    mcs_free(keys);
     if (key_server != small) {
-        free(key_server);
+        mcs_free(key_server);
     }
     c->closing = true;
 }
@@ -772,7 +778,7 @@ dispatch_stats(struct mcs_engine *e, struct mcs_client *c, const char *buf, cons
         return;
     }
     struct mcs_request *r = mcs_request_new(e, c, MCS_CMD_STATS, 0, false);
-    if (r == NULL || (q->args_len > 0 && (r->keys = malloc(q->args_len)) == NULL)) {
+    if (r == NULL || (q->args_len > 0 && (r->keys = mcs_malloc(q->args_len)) == NULL)) {
         c->closing = true;
         return;
     }
@@ -995,7 +1001,7 @@ client_close(struct mcs_engine *e, struct mcs_client *c)
         /* Still on the dirty list: mcs_client_flush frees it when it gets there. */
         return;
     }
-    free(c);
+    mcs_free(c);
 }
 
 /* Called only by the engine's dirty walk, after c was taken off the list. */
@@ -1004,7 +1010,7 @@ mcs_client_flush(struct mcs_engine *e, struct mcs_client *c)
 {
     c->dirty = false;
     if (c->fd < 0) {
-        free(c);
+        mcs_free(c);
         return;
     }
     while (mcs_buf_len(&c->out) > 0) {

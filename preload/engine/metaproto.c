@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "preload/core/alloc.h"
 #include "preload/engine/internal.h"
 
 static const char reply_mn[] = "MN\r\n";
@@ -68,9 +69,10 @@ mcs_meta_dispatch(struct mcs_engine *e, struct mcs_client *c, const char *buf, c
     const char *key = mcs_meta_route_key(q, buf, &klen);
     struct mcs_request *r = mcs_request_new(e, c, MCS_CMD_COUNT, 1, false);
     if (r == NULL || mcs_meta_rewrite(buf, q, "q", NULL, &r->kept) != 0
-        || (r->keys = malloc(klen ? klen : 1)) == NULL) {
+        || (r->keys = mcs_malloc(klen ? klen : 1)) == NULL) {
         if (r != NULL) {
-            mcs_request_free(e, r);   /* not in the pipeline's way: the connection closes */
+            r->oom = true;   /* answers SERVER_ERROR out of memory in its turn; the connection closes */
+            mcs_request_finish(e, r);
         }
         c->closing = true;
         return;
@@ -128,8 +130,9 @@ mcs_meta_reply(struct mcs_engine *e, struct mcs_sub *sub, const char *p, size_t 
         r->nkeys = 1;
         r->hits = m.code == MCS_META_RESP_VA || m.code == MCS_META_RESP_HD;
     }
-    if (!(r->meta_quiet && mcs_meta_quiet_suppresses((enum mcs_meta_cmd)r->meta_cmd, m.code))) {
-        mcs_buf_append(&r->out, p, m.len);
+    if (!(r->meta_quiet && mcs_meta_quiet_suppresses((enum mcs_meta_cmd)r->meta_cmd, m.code))
+        && mcs_buf_append(&r->out, p, m.len) != 0) {
+        r->oom = true;
     }
     return MCS_RESP_OK;
 }
