@@ -112,8 +112,10 @@ void
 mcs_backend_send(struct mcs_engine *e, struct mcs_sub *sub, uint64_t client_id, const char *a, size_t alen,
                  const char *bytes, size_t blen)
 {
-    /* warm-up fetches are meta requests: text connections, whatever the client speaks */
-    struct mcs_backend *b = mcs_backend_of(e, sub->server, sub->meta ? MCS_PROTO_TEXT : sub->req->proto, client_id);
+    /* warm-up fetches are meta requests and stats are asked in text: text connections,
+     * whatever the client speaks */
+    bool text = sub->meta || sub->req->cmd == MCS_CMD_STATS;   /* stats are asked in text */
+    struct mcs_backend *b = mcs_backend_of(e, sub->server, text ? MCS_PROTO_TEXT : sub->req->proto, client_id);
     struct mcs_server *srv = &e->router.servers[sub->server];
     if (b->state == MCS_BACKEND_CLOSED && backend_connect(e, b) != 0) {
         srv->stats.connect_failures++;
@@ -230,12 +232,19 @@ deliver(struct mcs_engine *e, struct mcs_sub *sub, const char *p, const struct m
         }
         return true;
     case MCS_ROUTE_LOCAL:
-        /* the engine's own stats request (probe, identity) */
+        /* stats: the engine's own (probe, identity), or a client's forwarded "stats settings" */
+        if (item->kind == MCS_RESP_STAT && r->kind == MCS_REQ_CLIENT) {
+            r->oom = r->oom || mcs_buf_append(&r->out, p, item->len) != 0;
+            return false;
+        }
         if (item->kind == MCS_RESP_STAT) {
             mcs_avail_stat(r, p, item->len);
             return false;
         }
-        if (item->kind == MCS_RESP_END) {
+        if (item->kind == MCS_RESP_END || (item->kind == MCS_RESP_LINE && item->error)) {
+            if (r->kind == MCS_REQ_CLIENT) {
+                r->oom = r->oom || mcs_buf_append(&r->out, p, item->len) != 0;
+            }
             return true;
         }
         break;

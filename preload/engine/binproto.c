@@ -116,12 +116,35 @@ void
 mcs_bin_stats_build(struct mcs_engine *e, struct mcs_request *r)
 {
     struct mcs_buf text = { 0 };
+    if (r->keys_len == 11 && memcmp(r->keys, "detail dump", 11) == 0) {
+        /* memcached sends its (text) prefix dump as one stat named "detailed" */
+        struct mcs_bin_msg m = { .opcode = MCS_BIN_OP_STAT, .opaque = r->bin_opaque, .key = "detailed",
+                                 .key_len = 8, .value = "END\r\n", .value_len = 5 };
+        struct mcs_bin_msg last = { .opcode = MCS_BIN_OP_STAT, .opaque = r->bin_opaque };
+        if (mcs_bin_put_response(&r->out, &m) != 0 || mcs_bin_put_response(&r->out, &last) != 0) {
+            r->oom = true;
+        }
+        return;
+    }
     mcs_stats_build(e, r->keys, r->keys_len, &text);
-    const char *p = mcs_buf_head(&text), *end = p + mcs_buf_len(&text);
+    if (mcs_buf_len(&text) == 4 && memcmp(mcs_buf_head(&text), "OK\r\n", 4) == 0) {
+        mcs_buf_reset(&text);   /* detail on/off: only the terminating packet */
+    }
+    mcs_bin_stats_packets(r, &text);
+    mcs_buf_free(&text);
+}
+
+/* r's answer from the text answer of a stats request: a packet per "STAT name
+ * value" (key name, value value), then an empty packet ends it; an error line
+ * is status 0x0001, as memcached answers a stat group it does not know. */
+void
+mcs_bin_stats_packets(struct mcs_request *r, const struct mcs_buf *text)
+{
+    const char *p = mcs_buf_head(text), *end = p + mcs_buf_len(text);
     uint32_t opaque = r->bin_opaque;
-    if (mcs_buf_len(&text) >= 5 && memcmp(p, "ERROR", 5) == 0) {
+    if (mcs_buf_len(text) >= 5 && (memcmp(p, "ERROR", 5) == 0 || memcmp(p, "CLIENT_ERROR", 12 <= end - p ? 12 : 5) == 0
+                                   || memcmp(p, "SERVER_ERROR", 12 <= end - p ? 12 : 5) == 0)) {
         mcs_bin_put_error(&r->out, MCS_BIN_OP_STAT, MCS_BIN_STATUS_KEY_ENOENT, opaque);
-        mcs_buf_free(&text);
         return;
     }
     while (p < end) {
@@ -143,7 +166,6 @@ mcs_bin_stats_build(struct mcs_engine *e, struct mcs_request *r)
     }
     struct mcs_bin_msg last = { .opcode = MCS_BIN_OP_STAT, .opaque = opaque };
     mcs_bin_put_response(&r->out, &last);
-    mcs_buf_free(&text);
 }
 
 static void
@@ -161,14 +183,23 @@ dispatch_local(struct mcs_engine *e, struct mcs_client *c, const char *buf, cons
         break;
     case MCS_BIN_OP_STAT: {
         /* deferred to the head of the pipeline, like text stats */
-        struct mcs_request *r = mcs_request_new(e, c, MCS_CMD_STATS, 0, false);
+        bool forward = mcs_stats_forwarded(buf + q->key_off, q->key_len);
+        struct mcs_request *r = mcs_request_new(e, c, MCS_CMD_STATS, forward ? 1 : 0, false);
         if (r == NULL || (q->key_len > 0 && (r->keys = mcs_malloc(q->key_len)) == NULL)) {
+            if (r != NULL) {
+                r->oom = true;
+                mcs_request_finish(e, r);
+            }
             c->closing = true;
             return;
         }
         r->proto = MCS_PROTO_BINARY;
         r->bin_opcode = q->opcode;
         r->bin_opaque = q->opaque;
+        if (forward) {
+            mcs_stats_forward(e, c, r);
+            break;
+        }
         if (q->key_len > 0) {
             memcpy(r->keys, buf + q->key_off, q->key_len);
         }

@@ -26,6 +26,7 @@
 
 static const char reply_all_down[] = "SERVER_ERROR mcshim: no server available\r\n";
 static const char reply_oom[] = "SERVER_ERROR out of memory\r\n";
+static const char reply_detail_usage[] = "CLIENT_ERROR usage: stats detail on|off|dump\r\n";
 
 static void client_process(struct mcs_engine *e, struct mcs_client *c);
 static void sub_send(struct mcs_engine *e, struct mcs_client *c, struct mcs_sub *sub, const char *a, size_t alen,
@@ -283,7 +284,7 @@ mcs_client_advance(struct mcs_engine *e, struct mcs_client *c)
 {
     for (;;) {
         struct mcs_request *r = c->head;
-        if (r != NULL && r->cmd == MCS_CMD_STATS && !r->done) {
+        if (r != NULL && r->cmd == MCS_CMD_STATS && !r->done && r->nsubs == 0) {
             if (r->proto == MCS_PROTO_BINARY) {
                 mcs_bin_stats_build(e, r);
             } else {
@@ -391,6 +392,12 @@ mcs_request_finish(struct mcs_engine *e, struct mcs_request *r)
     if (r->proto == MCS_PROTO_BINARY) {
         if (mcs_cmd_route(r->cmd) == MCS_ROUTE_ALL && r->hits == 0) {
             mcs_bin_failed(e, r, 0);   /* no server answered */
+        } else if (r->cmd == MCS_CMD_STATS && !r->oom) {
+            /* a forwarded stats group, asked in text: its packets */
+            struct mcs_buf text = r->out;
+            r->out = (struct mcs_buf){ 0 };
+            mcs_bin_stats_packets(r, &text);
+            mcs_buf_free(&text);
         }
     } else if (mcs_cmd_route(r->cmd) == MCS_ROUTE_KEYS) {
         if (r->merge) {
@@ -473,7 +480,8 @@ mcs_request_sub_done(struct mcs_engine *e, struct mcs_sub *sub)
         }
         return;
     }
-    if (sub->failed && mcs_cmd_route(r->cmd) == MCS_ROUTE_ANY) {
+    if (sub->failed && (mcs_cmd_route(r->cmd) == MCS_ROUTE_ANY || r->cmd == MCS_CMD_STATS)) {
+        mcs_buf_reset(&r->out);
         mcs_buf_append(&r->out, reply_all_down, sizeof(reply_all_down) - 1);
         e->stats.server_errors++;
         sub->failed = false;
@@ -757,11 +765,47 @@ mcs_stats_build(struct mcs_engine *e, const char *args, size_t args_len, struct 
             memset(&e->router.servers[i].stats, 0, sizeof(e->router.servers[i].stats));
         }
         mcs_buf_append(out, "RESET\r\n", 7);
+    } else if (args_len >= 6 && memcmp(args, "detail", 6) == 0 && (args_len == 6 || args[6] == ' ')) {
+        /* memcached's per-prefix counters: the shim keeps none, so "on"/"off" are
+         * accepted and the dump is empty, as on a memcached that saw no prefixes. */
+        const char *sub = args + (args_len > 7 ? 7 : args_len);
+        size_t sub_len = args_len > 7 ? args_len - 7 : 0;
+        if ((sub_len == 2 && memcmp(sub, "on", 2) == 0) || (sub_len == 3 && memcmp(sub, "off", 3) == 0)) {
+            mcs_buf_append(out, "OK\r\n", 4);
+        } else if (sub_len == 4 && memcmp(sub, "dump", 4) == 0) {
+            mcs_buf_append(out, "END\r\n", 5);
+        } else {
+            e->stats.client_errors++;
+            mcs_buf_append(out, reply_detail_usage, sizeof(reply_detail_usage) - 1);
+        }
     } else {
-        /* Per-server views (items, slabs, settings, ...) are not merged: ask a server directly. */
+        /* Per-server views (items, slabs, sizes, conns) are not merged: ask a server directly. */
         e->stats.client_errors++;
         mcs_buf_append(out, "ERROR\r\n", 7);
     }
+}
+
+/* "stats settings" is the same on every server of a pool (they run with the
+ * same options): it is asked of the first usable server, over a text connection
+ * whatever the client speaks, and its STAT lines are passed on. */
+bool
+mcs_stats_forwarded(const char *args, size_t args_len)
+{
+    return args_len == 8 && memcmp(args, "settings", 8) == 0;
+}
+
+void
+mcs_stats_forward(struct mcs_engine *e, struct mcs_client *c, struct mcs_request *r)
+{
+    static const char line[] = "stats settings\r\n";
+    uint32_t s = 0;
+    while (s + 1 < e->router.nservers && !mcs_router_usable(&e->router, s, e->now_ms)) {
+        s++;
+    }
+    r->subs[0].server = s;
+    r->pending = 1;
+    sub_send(e, c, &r->subs[0], line, sizeof(line) - 1, NULL, 0);
+    request_release(e, r);
 }
 
 /* Stats describe everything before them: with replies still pending, the
@@ -770,6 +814,15 @@ mcs_stats_build(struct mcs_engine *e, const char *args, size_t args_len, struct 
 static void
 dispatch_stats(struct mcs_engine *e, struct mcs_client *c, const char *buf, const struct mcs_ascii_req *q)
 {
+    if (mcs_stats_forwarded(buf + q->args_off, q->args_len)) {
+        struct mcs_request *r = mcs_request_new(e, c, MCS_CMD_STATS, 1, false);
+        if (r == NULL) {
+            c->closing = true;
+            return;
+        }
+        mcs_stats_forward(e, c, r);
+        return;
+    }
     if (c->head == NULL) {
         struct mcs_buf out = { 0 };
         mcs_stats_build(e, buf + q->args_off, q->args_len, &out);

@@ -220,6 +220,8 @@ void mcs_sub_send(struct mcs_engine *e, struct mcs_client *c, struct mcs_sub *su
 void mcs_client_local_reply(struct mcs_engine *e, struct mcs_client *c, const char *p, size_t n);
 void mcs_client_advance(struct mcs_engine *e, struct mcs_client *c);
 void mcs_stats_build(struct mcs_engine *e, const char *args, size_t args_len, struct mcs_buf *out);
+bool mcs_stats_forwarded(const char *args, size_t args_len);
+void mcs_stats_forward(struct mcs_engine *e, struct mcs_client *c, struct mcs_request *r);
 void mcs_client_attach(struct mcs_engine *e, int fd);
 void mcs_client_event(struct mcs_engine *e, struct mcs_client *c, uint32_t events);
 void mcs_client_flush(struct mcs_engine *e, struct mcs_client *c);
@@ -254,6 +256,7 @@ bool mcs_bin_deliver(struct mcs_engine *e, struct mcs_sub *sub, const char *p, c
 void mcs_bin_failed(struct mcs_engine *e, struct mcs_request *r, uint32_t server);
 int mcs_bin_request_line(struct mcs_request *r, struct mcs_buf *out);
 void mcs_bin_stats_build(struct mcs_engine *e, struct mcs_request *r);
+void mcs_bin_stats_packets(struct mcs_request *r, const struct mcs_buf *text);
 
 /* metaproto.c: meta commands on text connections */
 bool mcs_meta_detect(const char *buf, size_t len, bool *more);
