@@ -1,6 +1,7 @@
 /*
  * preload/engine/engine.c: the engine thread: epoll loop, timers, hand-over of
- * new application connections, fork handling.
+ * new application connections, descriptors closed behind its back, fork
+ * handling.
  *
  * The thread is created with every signal blocked (host handlers never run on
  * it), never exits the process and never touches host state. One iteration:
@@ -8,6 +9,22 @@
  * queue requests on backends; backend reads complete requests), expire late
  * replies, then flush every backend and client that has bytes to send, so
  * requests from many clients share one write per server.
+ *
+ * Descriptors. Every descriptor of an engine is marked in the fd table with
+ * the engine's generation (fdtab.h). Application threads wake the engine
+ * through a socketpair (e->evfd is the engine's end, box->wake_wr theirs): a
+ * socket has an inode of its own, so attach checks that the number is still
+ * that socket before writing its wake-up byte (an eventfd shares one inode
+ * with every other eventfd and epoll, and its token once landed in a host's
+ * connection after a raw close_range). The loop checks its end after every
+ * wait, and every MCS_ENGINE_CHECK_MS that its epoll set is its own (the
+ * wake-up socket is registered in it). An engine that finds its descriptors
+ * gone is retired: it leaves `current`, closes whatever is still provably its
+ * own (the connections it served see EOF), forgets the rest without touching
+ * the numbers, frees its buffers and exits. Its struct stays allocated (other
+ * threads may still hold a pointer; a few hundred bytes per retirement), and
+ * the requests in flight at that moment are leaked with it. The next attach
+ * starts a new engine.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -17,10 +34,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "preload/core/alloc.h"
 #include "preload/engine/engine.h"
 #include "preload/engine/internal.h"
 #include "preload/lib/fdtab.h"
@@ -29,9 +48,26 @@
 
 #define MCS_EPOLL_BATCH 256
 #define MCS_TAG_WAKEUP  ((uintptr_t)0)
+#define MCS_WAKE_EVENTS EPOLLIN
+/* The longest the loop sleeps, and how often it proves its epoll set is its own. */
+#define MCS_ENGINE_CHECK_MS 1000
+
+/* An engine and what engine.c alone keeps about it. Allocated by
+ * engine_create, never freed once its thread started (retired ones included). */
+struct engine_box {
+    struct mcs_engine e;        /* first: the rest of the engine sees only this */
+    uint32_t gen;               /* owner of its descriptors in the fd table */
+    int      wake_wr;           /* application threads write here; e.evfd reads */
+    ino_t    wake_rd_ino;
+    ino_t    wake_wr_ino;
+    dev_t    wake_dev;
+    _Atomic bool dead;          /* retired: takes no connection, its thread leaves */
+    uint64_t next_check_ms;     /* engine thread: when to prove the epoll set next */
+};
 
 static pthread_mutex_t start_lock = PTHREAD_MUTEX_INITIALIZER;
-static _Atomic(struct mcs_engine *) current;
+static _Atomic(struct engine_box *) current;
+static _Atomic uint32_t last_gen;
 
 uint64_t
 mcs_engine_clock_ms(void)
@@ -51,21 +87,75 @@ mcs_engine_epoll(struct mcs_engine *e, int op, int fd, uint32_t events, uintptr_
     return epoll_ctl(e->epfd, op, fd, &ev);
 }
 
+/* Engine thread only: the descriptor is closed if it is still the engine's own. */
 void
 mcs_engine_close_fd(int fd)
 {
-    if (fd < 0) {
-        return;
-    }
-    mcs_fdtab_swap(fd, 0);
-    mcs_real.close(fd);
+    mcs_fdtab_release(fd, mcs_fdtab_thread_owner(), false);
 }
 
+/* fd is still the file (ino, dev). */
+static bool
+is_file(int fd, ino_t ino, dev_t dev)
+{
+    struct stat st;
+    return fd >= 0 && fstat(fd, &st) == 0 && st.st_ino == ino && st.st_dev == dev;
+}
+
+/* The epoll descriptor is still b's own: its wake-up socket is still there and
+ * registered in that epoll set (EPOLL_CTL_MOD of an fd/file pair the set does
+ * not hold fails; on our own registration it changes nothing). */
+static bool
+epoll_is_ours(struct engine_box *b)
+{
+    struct mcs_engine *e = &b->e;
+    return is_file(e->evfd, b->wake_rd_ino, b->wake_dev)
+           && mcs_engine_epoll(e, EPOLL_CTL_MOD, e->evfd, MCS_WAKE_EVENTS, MCS_TAG_WAKEUP) == 0;
+}
+
+/* The fd table's prover (shared-inode descriptors): only the current engine's
+ * epoll descriptor, proven as above. */
+static int
+prove_epoll(int fd, uint32_t owner)
+{
+    struct engine_box *b = atomic_load(&current);
+    return b != NULL && b->gen == owner && b->e.epfd == fd && !atomic_load(&b->dead) && epoll_is_ours(b);
+}
+
+/* Takes b out of service (any thread; idempotent): no new connection goes to
+ * it, the next attach starts another engine, and its thread, when it next
+ * wakes up (within MCS_ENGINE_CHECK_MS), closes what is still its own and
+ * leaves. One log line. */
 static void
+engine_retire(struct engine_box *b, const char *why)
+{
+    pthread_mutex_lock(&start_lock);
+    struct engine_box *expected = b;
+    atomic_compare_exchange_strong(&current, &expected, NULL);
+    bool first = !atomic_exchange(&b->dead, true);
+    pthread_mutex_unlock(&start_lock);
+    if (first) {
+        mcs_log(MCS_LOG_ERROR,
+                "engine stopped: %s (closed behind its back by the host); its connections are closed, "
+                "the next connect starts a new engine", why);
+    }
+}
+
+/* Reads the pending wake-up bytes and attaches the connections handed over.
+ * Returns false if the wake-up socket's other end is gone (nothing taken). */
+static bool
 take_incoming(struct mcs_engine *e)
 {
-    uint64_t count;
-    while (read(e->evfd, &count, sizeof(count)) < 0 && errno == EINTR) {
+    char buf[256];
+    for (;;) {
+        ssize_t n = recv(e->evfd, buf, sizeof(buf), MSG_DONTWAIT);
+        if (n > 0 || (n < 0 && errno == EINTR)) {
+            continue;
+        }
+        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+            return false;
+        }
+        break;
     }
     pthread_mutex_lock(&e->lock);
     int *fds = e->incoming;
@@ -77,7 +167,8 @@ take_incoming(struct mcs_engine *e)
     for (size_t i = 0; i < n; i++) {
         mcs_client_attach(e, fds[i]);
     }
-    free(fds);
+    mcs_free(fds);
+    return true;
 }
 
 static void
@@ -135,11 +226,85 @@ engine_wait(struct mcs_engine *e, struct epoll_event *evs, int timeout, bool out
     return epoll_wait(e->epfd, evs, MCS_EPOLL_BATCH, timeout);
 }
 
+/* Why b can no longer trust its descriptor numbers, or NULL. werr: the
+ * epoll_wait error (0: none). Engine thread, after each wait. */
+static const char *
+engine_broken(struct engine_box *b, int werr)
+{
+    struct mcs_engine *e = &b->e;
+    if (atomic_load(&b->dead)) {
+        return "retired";
+    }
+    if (werr != 0) {
+        return werr == EBADF || werr == EINVAL ? "its epoll descriptor was closed" : "epoll_wait failed";
+    }
+    if (!is_file(e->evfd, b->wake_rd_ino, b->wake_dev)) {
+        return "its wake-up descriptor was closed";
+    }
+    if (e->now_ms >= b->next_check_ms) {
+        b->next_check_ms = e->now_ms + MCS_ENGINE_CHECK_MS;
+        if (!epoll_is_ours(b)) {
+            return "its epoll descriptor was replaced";
+        }
+    }
+    return NULL;
+}
+
+/* Engine thread of a retired engine: closes what is still provably its own
+ * (connections handed over, clients, servers, epoll set, wake-up socket),
+ * forgets the rest without touching the numbers, and frees the buffers. */
+static void
+engine_teardown(struct engine_box *b)
+{
+    struct mcs_engine *e = &b->e;
+    pthread_mutex_lock(&e->lock);
+    int *fds = e->incoming;
+    size_t n = e->nincoming;
+    e->incoming = NULL;
+    e->nincoming = 0;
+    e->capincoming = 0;
+    pthread_mutex_unlock(&e->lock);
+    for (size_t i = 0; i < n; i++) {
+        mcs_fdtab_release(fds[i], b->gen, false);
+    }
+    mcs_free(fds);
+    while (e->clients != NULL) {
+        struct mcs_client *c = e->clients;
+        e->clients = c->next;
+        mcs_fdtab_release(c->fd, b->gen, false);
+        mcs_buf_free(&c->in);
+        mcs_buf_free(&c->out);
+        mcs_free(c);
+    }
+    e->dirty_clients = NULL;
+    e->dirty_backends = NULL;
+    size_t nb = e->cfg->nservers * MCS_PROTO_COUNT * e->cfg->connections;
+    for (size_t i = 0; i < nb; i++) {
+        mcs_fdtab_release(e->backends[i].fd, b->gen, false);
+        mcs_buf_free(&e->backends[i].in);
+        mcs_buf_free(&e->backends[i].out);
+    }
+    mcs_fdtab_release(e->epfd, b->gen, epoll_is_ours(b));
+    mcs_fdtab_release(e->evfd, b->gen, false);
+    mcs_fdtab_release(b->wake_wr, b->gen, false);
+    mcs_free(e->backends);
+    e->backends = NULL;
+    mcs_free(e->rejoin_pending);
+    e->rejoin_pending = NULL;
+    mcs_router_free(&e->router);
+}
+
+/* The engine thread: runs the loop until the engine's descriptors are found
+ * gone (or it was retired), then tears it down and returns. */
 static void *
 engine_main(void *arg)
 {
-    struct mcs_engine *e = arg;
+    struct engine_box *b = arg;
+    struct mcs_engine *e = &b->e;
     struct epoll_event evs[MCS_EPOLL_BATCH];
+    const char *why = NULL;
+    mcs_fdtab_set_thread_owner(b->gen);
+    b->next_check_ms = mcs_engine_clock_ms() + MCS_ENGINE_CHECK_MS;
     for (;;) {
         e->now_ms = mcs_engine_clock_ms();
         uint64_t next = mcs_backend_next_deadline(e);
@@ -147,30 +312,34 @@ engine_main(void *arg)
         if (e->tick_ms < next) {
             next = e->tick_ms;
         }
-        int timeout = -1;
-        if (next != UINT64_MAX) {
-            timeout = next <= e->now_ms ? 0 : (int)(next - e->now_ms > 60000 ? 60000 : next - e->now_ms);
+        int timeout = MCS_ENGINE_CHECK_MS;
+        if (next <= e->now_ms) {
+            timeout = 0;
+        } else if (next - e->now_ms < MCS_ENGINE_CHECK_MS) {
+            timeout = (int)(next - e->now_ms);
         }
         if (e->dirty_backends != NULL || e->dirty_clients != NULL) {
             timeout = 0;   /* the last walk stopped early: finish it before sleeping */
         }
         int n = engine_wait(e, evs, timeout, outstanding);
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            /* The host closed our epoll descriptor behind our back (e.g. close_range
-             * by raw syscall). Stop; the next intercepted connect starts a new engine. */
-            mcs_log(MCS_LOG_ERROR, "engine stopped: epoll_wait: %s", strerror(errno));
-            struct mcs_engine *expected = e;
-            atomic_compare_exchange_strong(&current, &expected, NULL);
-            return NULL;
+        int werr = n < 0 ? errno : 0;
+        if (werr == EINTR) {
+            continue;
         }
         e->now_ms = mcs_engine_clock_ms();
+        /* Before acting on any number: are they still ours? (the host may have
+         * closed them by raw syscall while we slept) */
+        why = engine_broken(b, werr);
+        if (why != NULL) {
+            goto stop;
+        }
         for (int i = 0; i < n; i++) {
             uintptr_t tag = (uintptr_t)evs[i].data.u64;
             if (tag == MCS_TAG_WAKEUP) {
-                take_incoming(e);
+                if (!take_incoming(e)) {
+                    why = "its wake-up descriptor was closed";
+                    goto stop;
+                }
             } else if (tag & MCS_TAG_BACKEND) {
                 mcs_backend_event(e, (struct mcs_backend *)(tag & ~MCS_TAG_BACKEND), evs[i].events);
             } else {
@@ -181,16 +350,42 @@ engine_main(void *arg)
         mcs_avail_tick(e);
         flush_dirty(e);
     }
+stop:
+    engine_retire(b, why);
+    engine_teardown(b);
     return NULL;
 }
 
-static struct mcs_engine *
+/* Closes what engine_create opened and frees b (its thread never ran). */
+static void
+engine_destroy(struct engine_box *b)
+{
+    struct mcs_engine *e = &b->e;
+    mcs_fdtab_release(e->epfd, b->gen, true);
+    mcs_fdtab_release(e->evfd, b->gen, false);
+    mcs_fdtab_release(b->wake_wr, b->gen, false);
+    mcs_free(e->backends);
+    mcs_free(e->rejoin_pending);
+    mcs_router_free(&e->router);
+    pthread_mutex_destroy(&e->lock);
+    mcs_free(b);
+}
+
+/* A new engine, not yet running, or NULL with errno set. */
+static struct engine_box *
 engine_create(const struct mcs_config *cfg)
 {
-    struct mcs_engine *e = calloc(1, sizeof(*e));
-    if (e == NULL) {
+    struct engine_box *b = mcs_calloc(1, sizeof(*b));
+    if (b == NULL) {
+        errno = ENOMEM;
         return NULL;
     }
+    struct mcs_engine *e = &b->e;
+    int err = ENOMEM;
+    do {
+        b->gen = (atomic_fetch_add(&last_gen, 1) + 1) & MCS_FD_OWNER_MASK;
+    } while (b->gen == 0);
+    b->wake_wr = -1;
     e->cfg = cfg;
     e->epfd = -1;
     e->evfd = -1;
@@ -204,8 +399,8 @@ engine_create(const struct mcs_config *cfg)
     }
     e->failover = e->router.copies || cfg->eject;
     size_t nb = cfg->nservers * MCS_PROTO_COUNT * cfg->connections;
-    e->backends = calloc(nb, sizeof(*e->backends));
-    e->rejoin_pending = calloc(cfg->nservers, sizeof(*e->rejoin_pending));
+    e->backends = mcs_calloc(nb, sizeof(*e->backends));
+    e->rejoin_pending = mcs_calloc(cfg->nservers, sizeof(*e->rejoin_pending));
     if (e->backends == NULL || e->rejoin_pending == NULL) {
         goto error;
     }
@@ -216,33 +411,43 @@ engine_create(const struct mcs_config *cfg)
     }
     e->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (e->epfd < 0) {
+        err = errno;
         goto error;
     }
     e->epfd = mcs_fd_move_high(e->epfd);
-    mcs_fdtab_mark_internal(e->epfd);
-    e->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (e->evfd < 0) {
+    mcs_fdtab_mark_owned(e->epfd, b->gen, true);
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) {
+        err = errno;
         goto error;
     }
-    e->evfd = mcs_fd_move_high(e->evfd);
-    mcs_fdtab_mark_internal(e->evfd);
-    if (mcs_engine_epoll(e, EPOLL_CTL_ADD, e->evfd, EPOLLIN, MCS_TAG_WAKEUP) != 0) {
+    e->evfd = mcs_fd_move_high(sv[0]);
+    mcs_fdtab_mark_owned(e->evfd, b->gen, false);
+    b->wake_wr = mcs_fd_move_high(sv[1]);
+    mcs_fdtab_mark_owned(b->wake_wr, b->gen, false);
+    struct stat rd, wr;
+    if (fstat(e->evfd, &rd) != 0 || fstat(b->wake_wr, &wr) != 0) {
+        err = errno;
         goto error;
     }
-    return e;
+    b->wake_rd_ino = rd.st_ino;
+    b->wake_wr_ino = wr.st_ino;
+    b->wake_dev = rd.st_dev;
+    if (mcs_engine_epoll(e, EPOLL_CTL_ADD, e->evfd, MCS_WAKE_EVENTS, MCS_TAG_WAKEUP) != 0) {
+        err = errno;
+        goto error;
+    }
+    return b;
 
 error:
-    mcs_engine_close_fd(e->epfd);
-    mcs_engine_close_fd(e->evfd);
-    free(e->backends);
-    free(e->rejoin_pending);
-    mcs_router_free(&e->router);
-    free(e);
+    engine_destroy(b);
+    errno = err;
     return NULL;
 }
 
+/* Starts b's thread. Returns 0 or pthread_create's error. */
 static int
-engine_start_thread(struct mcs_engine *e)
+engine_start_thread(struct engine_box *b)
 {
     sigset_t all, old;
     sigfillset(&all);
@@ -250,10 +455,10 @@ engine_start_thread(struct mcs_engine *e)
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(&e->thread, &attr, engine_main, e);
+    int rc = pthread_create(&b->e.thread, &attr, engine_main, b);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_attr_destroy(&attr);
-    return rc == 0 ? 0 : -1;
+    return rc;
 }
 
 int
@@ -263,87 +468,132 @@ mcs_engine_ensure(const struct mcs_config *cfg)
         return 0;
     }
     int saved = errno;
-    int rc = 0;
+    int err = 0;
     pthread_mutex_lock(&start_lock);
     if (atomic_load(&current) == NULL) {
-        struct mcs_engine *e = engine_create(cfg);
-        if (e == NULL || engine_start_thread(e) != 0) {
-            mcs_log(MCS_LOG_ERROR, "cannot start the engine (%s); connections pass through",
-                    strerror(errno));
-            if (e != NULL) {
-                mcs_engine_close_fd(e->epfd);
-                mcs_engine_close_fd(e->evfd);
-                free(e->backends);
-                mcs_router_free(&e->router);
-                free(e);
+        struct engine_box *b = engine_create(cfg);
+        err = b == NULL ? errno : engine_start_thread(b);
+        if (err != 0) {
+            mcs_log(MCS_LOG_ERROR,
+                    "cannot start the engine (%s); connect() to an intercepted address fails with that error "
+                    "until it can", strerror(err));
+            if (b != NULL) {
+                engine_destroy(b);
             }
-            rc = -1;
         } else {
+            mcs_fdtab_set_prover(prove_epoll);
             mcs_log(MCS_LOG_INFO, "engine started: %zu servers, hash %s, distribution %s", cfg->nservers,
                     mcs_hash_name(cfg->hash), mcs_dist_name(cfg->dist));
-            atomic_store(&current, e);
+            atomic_store(&current, b);
         }
     }
     pthread_mutex_unlock(&start_lock);
-    errno = saved;
-    return rc;
+    errno = err != 0 ? err : saved;
+    return err != 0 ? -1 : 0;
 }
 
-int
-mcs_engine_attach(int fd)
+/* Hands fd to b: checks under b's lock that b is in service and its wake-up
+ * socket is still its own, marks fd as b's, queues it and writes the wake-up
+ * byte. Returns 0, ENOMEM, or EPIPE (b's descriptors are gone; nothing was
+ * written, fd is neither queued nor marked). */
+static int
+engine_take(struct engine_box *b, int fd)
 {
-    struct mcs_engine *e = atomic_load(&current);
-    if (e == NULL) {
-        return -1;
-    }
-    int saved = errno;
+    struct mcs_engine *e = &b->e;
+    int rc = 0;
     pthread_mutex_lock(&e->lock);
+    if (atomic_load(&b->dead) || !is_file(b->wake_wr, b->wake_wr_ino, b->wake_dev)) {
+        rc = EPIPE;
+        goto out;
+    }
     if (e->nincoming == e->capincoming) {
         size_t cap = e->capincoming ? e->capincoming * 2 : 16;
-        int *p = realloc(e->incoming, cap * sizeof(*p));
+        int *p = mcs_realloc(e->incoming, cap * sizeof(*p));
         if (p == NULL) {
-            pthread_mutex_unlock(&e->lock);
-            errno = saved;
-            return -1;
+            rc = ENOMEM;
+            goto out;
         }
         e->incoming = p;
         e->capincoming = cap;
     }
+    mcs_fdtab_mark_owned(fd, b->gen, false);
     e->incoming[e->nincoming++] = fd;
-    pthread_mutex_unlock(&e->lock);
-    uint64_t one = 1;
-    while (write(e->evfd, &one, sizeof(one)) < 0 && errno == EINTR) {
+    for (;;) {
+        ssize_t w = send(b->wake_wr, "", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (w == 1 || (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))) {
+            break;   /* EAGAIN: wake-ups are pending already */
+        }
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        e->nincoming--;
+        mcs_fdtab_swap(fd, 0);
+        rc = EPIPE;
+        break;
     }
-    errno = saved;
-    return 0;
+out:
+    pthread_mutex_unlock(&e->lock);
+    return rc;
+}
+
+int
+mcs_engine_attach(const struct mcs_config *cfg, int fd)
+{
+    int saved = errno;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (mcs_engine_ensure(cfg) != 0) {
+            return -1;
+        }
+        struct engine_box *b = atomic_load(&current);
+        if (b == NULL) {
+            continue;   /* retired meanwhile */
+        }
+        int rc = engine_take(b, fd);
+        if (rc == 0) {
+            errno = saved;
+            return 0;
+        }
+        if (rc == ENOMEM) {
+            mcs_log(MCS_LOG_ERROR, "connect to an intercepted address refused: out of memory");
+            errno = ENOMEM;
+            return -1;
+        }
+        engine_retire(b, "its wake-up descriptor was closed");
+    }
+    mcs_log(MCS_LOG_ERROR, "connect to an intercepted address refused: the engine lost its descriptors twice");
+    errno = EAGAIN;
+    return -1;
 }
 
 void
 mcs_engine_atfork_prepare(void)
 {
     pthread_mutex_lock(&start_lock);
-    struct mcs_engine *e = atomic_load(&current);
-    if (e != NULL) {
-        pthread_mutex_lock(&e->lock);
+    struct engine_box *b = atomic_load(&current);
+    if (b != NULL) {
+        pthread_mutex_lock(&b->e.lock);
     }
 }
 
 void
 mcs_engine_atfork_parent(void)
 {
-    struct mcs_engine *e = atomic_load(&current);
-    if (e != NULL) {
-        pthread_mutex_unlock(&e->lock);
+    struct engine_box *b = atomic_load(&current);
+    if (b != NULL) {
+        pthread_mutex_unlock(&b->e.lock);
     }
     pthread_mutex_unlock(&start_lock);
 }
 
+/* Fork child: closes fd if it is still one of the library's descriptors
+ * (the parent keeps its copy); a stale mark is dropped without closing. */
 static void
 close_internal(int fd, uintptr_t v, void *arg)
 {
     (void)arg;
     if (mcs_fdtab_internal_valid(fd, v)) {
-        mcs_engine_close_fd(fd);
+        mcs_fdtab_swap(fd, 0);
+        mcs_real.close(fd);
     } else if (v & MCS_FD_INTERNAL_BIT) {
         mcs_fdtab_swap(fd, 0);
     }
@@ -352,11 +602,12 @@ close_internal(int fd, uintptr_t v, void *arg)
 void
 mcs_engine_atfork_child(void)
 {
-    /* The engine thread does not exist here. Abandon its memory (it may be in
-     * any state), close its descriptors (the parent keeps its own copies), and
-     * let the next attach start a fresh engine. */
+    /* The engine threads do not exist here. Abandon their memory (it may be in
+     * any state), close their descriptors (the parent keeps its own copies; the
+     * current engine still vouches for its epoll descriptor meanwhile), and let
+     * the next attach start a fresh engine. */
     pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
     start_lock = fresh;
-    atomic_store(&current, NULL);
     mcs_fdtab_foreach(close_internal, NULL);
+    atomic_store(&current, NULL);
 }

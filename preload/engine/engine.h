@@ -5,25 +5,37 @@
  * runs one thread with every signal blocked. The interposer hands it the
  * engine end of each socketpair; from then on the engine owns that fd and
  * closes it when the application's end is closed (EOF) or on a fatal error.
- * All functions here are thread-safe and never block for long.
+ *
+ * The engine owns its descriptors: if the host closes them behind its back
+ * (raw close/close_range syscalls), the engine notices (its wake-up socket is
+ * checked before every use and on every loop, its epoll set every second),
+ * stops without touching any number that is no longer its own, closes what is
+ * still its own (the connections it served see EOF), and the next attach
+ * starts a new engine. All functions here are thread-safe and never block for
+ * long.
  */
 #ifndef MCS_ENGINE_H
 #define MCS_ENGINE_H
 
 #include "preload/core/config.h"
 
-/* Starts the engine if it is not running. Returns 0, or -1 (errno kept by the
- * caller) if it cannot be started; the caller then passes the connect through. */
+/* Starts the engine if it is not running. Returns 0, or -1 with errno set to
+ * the cause (EAGAIN: no thread; EMFILE/ENFILE: no descriptor; ENOMEM) after
+ * one log line; the caller then fails the connect with that errno. */
 int mcs_engine_ensure(const struct mcs_config *cfg);
 
-/* Gives the engine a new client connection (the engine end of a socketpair,
- * non-blocking, close-on-exec, already marked internal). Returns 0 or -1 (the
- * caller still owns fd then). */
-int mcs_engine_attach(int fd);
+/* Gives the engine a new client connection: fd is the engine end of a
+ * socketpair (non-blocking, close-on-exec), not yet marked. Starts the engine
+ * if needed, and replaces one whose descriptors were closed behind its back.
+ * Returns 0 (the engine owns fd and has marked it), or -1 with errno set
+ * (EAGAIN, EMFILE, ENFILE, ENOMEM) after one log line (the caller still owns
+ * fd; nothing was written anywhere). */
+int mcs_engine_attach(const struct mcs_config *cfg, int fd);
 
-/* pthread_atfork handlers. In the child the parent's engine is forgotten (its
- * thread does not exist there) and its descriptors are closed; a new engine
- * starts on demand. */
+/* pthread_atfork handlers (called with the fd table locked: lock order is
+ * fd table, then engine start, then engine). In the child the parent's engine
+ * is forgotten (its thread does not exist there) and its descriptors are
+ * closed; a new engine starts on demand. */
 void mcs_engine_atfork_prepare(void);
 void mcs_engine_atfork_parent(void);
 void mcs_engine_atfork_child(void);

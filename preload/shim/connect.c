@@ -6,8 +6,15 @@
  * and its send/receive timeouts are kept; TCP-level options it set before
  * connecting are remembered so it reads them back. connect() returns 0 at
  * once, also for a non-blocking socket (Linux may do that for loopback too):
- * the stream is writable and SO_ERROR is 0. Anything unexpected (not a stream
- * socket, no engine, out of descriptors) leaves the call to libc.
+ * the stream is writable and SO_ERROR is 0.
+ *
+ * What is not ours goes to libc untouched: not a stream socket, or an address
+ * the kernel would refuse for this socket (family against domain, length,
+ * IPV6_V6ONLY), so the application gets the kernel's own error. What is ours
+ * but cannot be taken over (no descriptor for the socketpair, no engine
+ * thread, no memory) fails closed: connect() returns -1 with that errno and
+ * one line is logged; it is never handed to libc, which would reach whatever
+ * listens on the intercept address.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,8 +28,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "preload/core/alloc.h"
 #include "preload/engine/engine.h"
 #include "preload/lib/fdtab.h"
+#include "preload/lib/log.h"
 #include "preload/lib/real.h"
 #include "preload/shim/shim.h"
 
@@ -32,12 +41,16 @@ static const int carried_tcp_opts[] = { TCP_NODELAY, TCP_KEEPIDLE, TCP_KEEPINTVL
  * carried: TCP's defaults would shrink the socketpair (docs/interposition.md). */
 static const int carried_sock_opts[] = { SO_RCVTIMEO, SO_SNDTIMEO, SO_KEEPALIVE, SO_LINGER };
 
+/* The shortest sockaddr_in6 Linux accepts (RFC 2133: no sin6_scope_id). */
+#define SIN6_LEN_RFC2133 24
+
+/* a (the application's, alen bytes) names the same endpoint as b (ours). */
 static bool
 same_addr(const struct sockaddr *a, socklen_t alen, const struct sockaddr *b, socklen_t blen)
 {
     struct sockaddr_in mapped;
     /* ::ffff:a.b.c.d is the IPv4 address a.b.c.d */
-    if (a->sa_family == AF_INET6 && alen >= sizeof(struct sockaddr_in6)) {
+    if (a->sa_family == AF_INET6 && alen >= SIN6_LEN_RFC2133) {
         const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)a;
         if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
             memset(&mapped, 0, sizeof(mapped));
@@ -58,14 +71,14 @@ same_addr(const struct sockaddr *a, socklen_t alen, const struct sockaddr *b, so
     }
     case AF_INET6: {
         const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)a, *y = (const struct sockaddr_in6 *)b;
-        return alen >= sizeof(*x) && x->sin6_port == y->sin6_port
+        return alen >= SIN6_LEN_RFC2133 && x->sin6_port == y->sin6_port
                && memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
     }
     case AF_UNIX: {
         const struct sockaddr_un *x = (const struct sockaddr_un *)a, *y = (const struct sockaddr_un *)b;
         size_t off = offsetof(struct sockaddr_un, sun_path);
-        if (alen <= off) {
-            return false;
+        if (alen <= off || alen > sizeof(struct sockaddr_un)) {
+            return false;   /* the kernel answers EINVAL */
         }
         size_t xl = strnlen(x->sun_path, alen - off), yl = strnlen(y->sun_path, blen - off);
         return xl == yl && xl > 0 && memcmp(x->sun_path, y->sun_path, xl) == 0;
@@ -75,6 +88,7 @@ same_addr(const struct sockaddr *a, socklen_t alen, const struct sockaddr *b, so
     }
 }
 
+/* addr is one of the intercept addresses (for some socket domain). */
 static bool
 intercepted(const struct mcs_config *cfg, const struct sockaddr *addr, socklen_t len)
 {
@@ -87,6 +101,26 @@ intercepted(const struct mcs_config *cfg, const struct sockaddr *addr, socklen_t
         }
     }
     return false;
+}
+
+/* The kernel would connect a socket of this domain to addr at all (it
+ * refuses otherwise: EINVAL or EAFNOSUPPORT for a family that is not the
+ * socket's, ENETUNREACH for an IPv4-mapped address on an IPV6_V6ONLY socket),
+ * so the address is the application's to reach, not an error to hide. */
+static bool
+kernel_would_connect(int fd, int domain, const struct sockaddr *addr)
+{
+    if (addr->sa_family != domain) {
+        return false;   /* an AF_INET6 socket takes IPv4 only as ::ffff:a.b.c.d */
+    }
+    if (domain == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)addr)->sin6_addr)) {
+        int v6only = 0;
+        socklen_t l = sizeof(v6only);
+        if (mcs_real.getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &l) != 0 || v6only) {
+            return false;
+        }
+    }
+    return true;
 }
 
 /* A plausible local address for the application's side of the "TCP" connection. */
@@ -114,31 +148,56 @@ fake_local(struct mcs_vconn *vc)
     }
 }
 
-/* Makes a socketpair, puts one end on fd's number (keeping its close-on-exec
- * flag and the given O_NONBLOCK/O_ASYNC status), and returns the other
- * (engine) end, or -1 with fd untouched. */
+/* Takes fd over: makes a socketpair, hands one end to the engine, then puts
+ * the other on fd's number (keeping its close-on-exec flag and the given
+ * O_NONBLOCK/O_ASYNC status). The engine gets its end before fd is touched,
+ * so every failure leaves fd as it was: returns 0, or -1 with errno set and
+ * *what naming the step to log (NULL: the engine has logged it already). */
 static int
-swap_in_socketpair(int fd, int status_flags)
+take_over(const struct mcs_config *cfg, int fd, int status_flags, const char **what)
 {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+        *what = "no descriptor for its socketpair";
         return -1;
     }
     int engine_end = mcs_fd_move_high(sv[1]);
-    mcs_fdtab_mark_internal(engine_end);
     mcs_real.fcntl(engine_end, F_SETFL, O_NONBLOCK);
+    if (mcs_engine_attach(cfg, engine_end) != 0) {
+        int err = errno;
+        mcs_real.close(sv[0]);
+        mcs_real.close(engine_end);
+        *what = NULL;   /* the engine has logged why */
+        errno = err;
+        return -1;
+    }
+    /* The engine owns engine_end now: from here on, closing sv[0] is how we let go. */
     int fdflags = mcs_real.fcntl(fd, F_GETFD);
     if (mcs_real.dup3(sv[0], fd, (fdflags > 0 && (fdflags & FD_CLOEXEC)) ? O_CLOEXEC : 0) < 0) {
-        mcs_real.close(sv[0]);
-        mcs_fdtab_swap(engine_end, 0);
-        mcs_real.close(engine_end);
+        int err = errno;
+        mcs_real.close(sv[0]);   /* the engine sees EOF and closes its end */
+        *what = "cannot put it on the descriptor";
+        errno = err;
         return -1;
     }
     mcs_real.close(sv[0]);
     mcs_real.fcntl(fd, F_SETFL, status_flags & (O_NONBLOCK | O_ASYNC));
-    return engine_end;
+    return 0;
 }
 
+/* connect() fails closed: errno err, one line unless the engine said it already. */
+static int
+refuse(int err, const char *what)
+{
+    if (what != NULL) {
+        mcs_log(MCS_LOG_ERROR, "connect to an intercepted address refused: %s: %s", what, strerror(err));
+    }
+    errno = err;
+    return -1;
+}
+
+/* Remembers which file fd now is (the socketpair end), so a number reused
+ * behind our back is never taken for this connection. */
 static void
 record_identity(int fd, struct mcs_vconn *vc)
 {
@@ -150,11 +209,11 @@ record_identity(int fd, struct mcs_vconn *vc)
 }
 
 int
-mcs_vconn_restream(int fd, struct mcs_vconn *vc, int *engine_fd)
+mcs_vconn_restream(const struct mcs_config *cfg, int fd, struct mcs_vconn *vc)
 {
     int fl = mcs_real.fcntl(fd, F_GETFL);
-    *engine_fd = swap_in_socketpair(fd, fl < 0 ? 0 : fl);
-    if (*engine_fd < 0) {
+    const char *what;
+    if (take_over(cfg, fd, fl < 0 ? 0 : fl, &what) != 0) {
         return -1;
     }
     record_identity(fd, vc);
@@ -178,24 +237,24 @@ mcs_shim_connect(int fd, const struct sockaddr *addr, socklen_t len, bool *handl
     }
     int type = 0, domain = 0;
     socklen_t tl = sizeof(type), dl = sizeof(domain);
-    if (mcs_real.getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || type != SOCK_STREAM
-        || mcs_real.getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &dl) != 0) {
-        return 0;
+    if (mcs_real.getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || type != SOCK_STREAM) {
+        return 0;   /* not ours: libc (the kernel) answers */
     }
-    mcs_fdtab_lock();
-    if (mcs_vconn_lookup_locked(fd) != NULL) {
+    if (mcs_vconn_enter(fd) != NULL) {
+        /* Already an intercepted connection (its socket is now AF_UNIX): as TCP says. */
         mcs_fdtab_unlock();
         *handled = true;
         errno = EISCONN;
         return -1;
     }
-    mcs_fdtab_unlock();
-    if (mcs_engine_ensure(cfg) != 0) {
+    if (mcs_real.getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &dl) != 0 || !kernel_would_connect(fd, domain, addr)) {
         return 0;
     }
-    struct mcs_vconn *vc = calloc(1, sizeof(*vc));
+    /* Ours from here on: taken over, or refused with the real errno. */
+    *handled = true;
+    struct mcs_vconn *vc = mcs_calloc(1, sizeof(*vc));
     if (vc == NULL) {
-        return 0;
+        return refuse(ENOMEM, "out of memory");
     }
     vc->refs = 1;
     vc->family = domain;
@@ -221,12 +280,20 @@ mcs_shim_connect(int fd, const struct sockaddr *addr, socklen_t len, bool *handl
         }
     }
     int fl = mcs_real.fcntl(fd, F_GETFL);
+    /* Lock order: fd table, then the engine's locks (fork handlers take them so too). */
     mcs_fdtab_lock();
-    int engine_end = swap_in_socketpair(fd, fl < 0 ? 0 : fl);
-    if (engine_end < 0) {
+    if (mcs_vconn_lookup_locked(fd) != NULL) {
         mcs_fdtab_unlock();
-        free(vc);
-        return 0;
+        mcs_free(vc);
+        errno = EISCONN;
+        return -1;
+    }
+    const char *what = NULL;
+    if (take_over(cfg, fd, fl < 0 ? 0 : fl, &what) != 0) {
+        int err = errno;
+        mcs_fdtab_unlock();
+        mcs_free(vc);
+        return refuse(err, what);
     }
     for (size_t i = 0; i < sizeof(carried_sock_opts) / sizeof(carried_sock_opts[0]); i++) {
         if (carried[i].len > 0) {
@@ -237,15 +304,10 @@ mcs_shim_connect(int fd, const struct sockaddr *addr, socklen_t len, bool *handl
     mcs_vconn_forget_locked(fd);
     mcs_fdtab_swap(fd, (uintptr_t)vc);
     mcs_fdtab_unlock();
-    if (mcs_engine_attach(engine_end) != 0) {
-        /* The application sees a connection that closes at once, like a server going away. */
-        mcs_fdtab_swap(engine_end, 0);
-        mcs_real.close(engine_end);
-    }
-    *handled = true;
     return 0;
 }
 
+/* The interposed connect: ours (taken over, or refused with errno set), or libc's. */
 MCS_EXPORT int
 connect(int fd, const struct sockaddr *addr, socklen_t len)
 {

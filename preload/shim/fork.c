@@ -6,13 +6,18 @@
  * exist there; its descriptors are closed and, for every intercepted
  * connection the child inherited, the child's copy is switched onto a new
  * socketpair served by a new engine of its own, so parent and child never
- * share one stream (prefork servers that connect before forking).
+ * share one stream (prefork servers that connect before forking). If the
+ * child cannot have its own (no engine thread, no descriptor), its copy is
+ * closed rather than shared: it reads EOF, as from a server that went away.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
 
+#include "preload/core/alloc.h"
 #include "preload/engine/engine.h"
 #include "preload/lib/fdtab.h"
 #include "preload/lib/log.h"
@@ -34,7 +39,7 @@ collect_vconn(int fd, uintptr_t v, void *arg)
     }
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 16;
-        int *p = realloc(l->fds, cap * sizeof(*p));
+        int *p = mcs_realloc(l->fds, cap * sizeof(*p));
         if (p == NULL) {
             return;
         }
@@ -44,18 +49,46 @@ collect_vconn(int fd, uintptr_t v, void *arg)
     l->fds[l->n++] = fd;
 }
 
+/* Lock order: fd table, then the engine's (connect holds the table while it
+ * hands a connection to the engine). */
 static void
 fork_prepare(void)
 {
-    mcs_engine_atfork_prepare();
     mcs_fdtab_lock();
+    mcs_engine_atfork_prepare();
 }
 
 static void
 fork_parent(void)
 {
-    mcs_fdtab_unlock();
     mcs_engine_atfork_parent();
+    mcs_fdtab_unlock();
+}
+
+/* The child's copy of a connection that cannot have a stream of its own: a
+ * socketpair end whose peer is closed takes the number (reads EOF, writes
+ * EPIPE), so the child never shares the parent's stream (replies would go to
+ * whichever process reads first). With no descriptor for that, an unconnected
+ * socket (reads EINVAL, writes ENOTCONN). Flags are kept; errno too. */
+static void
+sever(int fd)
+{
+    int saved = errno;
+    int fdflags = mcs_real.fcntl(fd, F_GETFD);
+    int fl = mcs_real.fcntl(fd, F_GETFL);
+    int sv[2] = { -1, -1 };
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+        sv[0] = mcs_real.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    }
+    if (sv[0] >= 0) {
+        mcs_real.dup3(sv[0], fd, (fdflags > 0 && (fdflags & FD_CLOEXEC)) ? O_CLOEXEC : 0);
+        mcs_real.fcntl(fd, F_SETFL, fl < 0 ? 0 : fl & (O_NONBLOCK | O_ASYNC));
+        mcs_real.close(sv[0]);
+    }
+    if (sv[1] >= 0) {
+        mcs_real.close(sv[1]);
+    }
+    errno = saved;
 }
 
 static void
@@ -79,17 +112,14 @@ fork_child(void)
             mcs_real.dup3(vc->fork_fd, fd, (fdflags > 0 && (fdflags & FD_CLOEXEC)) ? O_CLOEXEC : 0);
             continue;
         }
-        int engine_end;
-        if (cfg == NULL || mcs_engine_ensure(cfg) != 0 || mcs_vconn_restream(fd, vc, &engine_end) != 0) {
-            mcs_log(MCS_LOG_ERROR, "fork: cannot give the child its own memcached stream; dropping it");
+        if (cfg == NULL || mcs_vconn_restream(cfg, fd, vc) != 0) {
+            mcs_log(MCS_LOG_ERROR, "fork: cannot give the child its own memcached stream (%s); its copy is closed",
+                    strerror(errno));
             mcs_vconn_forget_locked(fd);
+            sever(fd);
             continue;
         }
         vc->fork_fd = fd;
-        if (mcs_engine_attach(engine_end) != 0) {
-            mcs_fdtab_swap(engine_end, 0);
-            mcs_real.close(engine_end);
-        }
     }
     for (size_t i = 0; i < l.n; i++) {
         struct mcs_vconn *vc = (struct mcs_vconn *)mcs_fdtab_get(l.fds[i]);
@@ -97,7 +127,7 @@ fork_child(void)
             vc->fork_fd = -1;
         }
     }
-    free(l.fds);
+    mcs_free(l.fds);
     errno = saved;
 }
 

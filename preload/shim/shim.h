@@ -61,8 +61,12 @@ bool mcs_fd_maybe_ours(int fd);                       /* lock-free: table has an
 struct mcs_vconn *mcs_vconn_enter(int fd);
 
 /* connect.c */
+/* *handled false: not ours, the caller passes the call to libc. true: taken
+ * over (0) or refused (-1, errno set: fail closed, never libc). */
 int mcs_shim_connect(int fd, const struct sockaddr *addr, socklen_t len, bool *handled);
-int mcs_vconn_restream(int fd, struct mcs_vconn *vc, int *engine_fd);
+/* Puts fd (an intercepted connection) on a new socketpair served by the
+ * current engine. Returns 0, or -1 with errno set and fd untouched. */
+int mcs_vconn_restream(const struct mcs_config *cfg, int fd, struct mcs_vconn *vc);
 
 /* fork.c */
 void mcs_fork_register(void);

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "preload/core/alloc.h"
 #include "preload/lib/fdtab.h"
 #include "preload/shim/shim.h"
 
@@ -19,7 +20,7 @@ static void
 vconn_unref(struct mcs_vconn *vc)
 {
     if (vc != NULL && --vc->refs == 0) {
-        free(vc);
+        mcs_free(vc);
     }
 }
 
