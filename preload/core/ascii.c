@@ -518,16 +518,12 @@ mcs_ascii_reply_fits(enum mcs_cmd cmd, const char *line, uint32_t len)
     if (is_error_line(line, eol)) {
         return true;
     }
-    uint64_t v;
-    switch (cmd) {
-    case MCS_CMD_SET:
-    case MCS_CMD_ADD:
-    case MCS_CMD_REPLACE:
-    case MCS_CMD_APPEND:
-    case MCS_CMD_PREPEND:
-    case MCS_CMD_CAS:
+    if (mcs_cmd_has_data(cmd)) {
         return line_is(line, eol, "STORED") || line_is(line, eol, "NOT_STORED") || line_is(line, eol, "EXISTS")
                || line_is(line, eol, "NOT_FOUND");
+    }
+    uint64_t v;
+    switch (cmd) {
     case MCS_CMD_DELETE:
         return line_is(line, eol, "DELETED") || line_is(line, eol, "NOT_FOUND");
     case MCS_CMD_INCR:

@@ -503,6 +503,7 @@ parse_set(struct mcs_meta_parser *p, const char *buf, size_t len, uint32_t item_
     }
     if (err == NULL && (uint32_t)vlen > item_max) {
         err = mcs_reply_too_large;
+        req->drop_key = true;   /* memcached drops the old value, whatever the mode */
     }
     if (err != NULL) {
         return reply_swallow(p, req, (uint32_t)vlen, err);

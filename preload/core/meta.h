@@ -174,6 +174,8 @@ struct mcs_meta_req {
     bool     base64;        /* b: key_bin holds the decoded key */
     bool     quiet;         /* q */
     bool     write;         /* changes data: ms, md, ma; mg with T, N or E */
+    bool     drop_key;      /* REPLY to an ms too large: memcached deletes the key's old value
+                               (mcs_meta_route_key), so the caller must too */
     const char *reply;      /* MCS_META_REPLY: what to answer (NULL: nothing) */
     uint32_t key_bin_len;   /* b: the decoded key (at most 186 bytes) */
     uint8_t  key_bin[MCS_META_KEY_MAX];

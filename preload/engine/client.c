@@ -925,7 +925,12 @@ client_step(struct mcs_engine *e, struct mcs_client *c, const char *buf, size_t 
         }
         if (st == MCS_META_OK) {
             mcs_meta_dispatch(e, c, buf, &mq);
-        } else if (mq.reply != NULL) {
+        } else if (mq.drop_key) {
+            uint32_t klen;
+            const char *key = mcs_meta_route_key(&mq, buf, &klen);
+            mcs_avail_drop_key(e, c, key, klen);
+        }
+        if (st != MCS_META_OK && mq.reply != NULL) {
             e->stats.client_errors++;
             mcs_client_local_reply(e, c, mq.reply, strlen(mq.reply));
         }

@@ -141,6 +141,20 @@ engine_retire(struct engine_box *b, const char *why)
     }
 }
 
+/* The connections handed over since last time (*n of them; the caller frees the array). */
+static int *
+incoming_take(struct mcs_engine *e, size_t *n)
+{
+    pthread_mutex_lock(&e->lock);
+    int *fds = e->incoming;
+    *n = e->nincoming;
+    e->incoming = NULL;
+    e->nincoming = 0;
+    e->capincoming = 0;
+    pthread_mutex_unlock(&e->lock);
+    return fds;
+}
+
 /* Reads the pending wake-up bytes and attaches the connections handed over.
  * Returns false if the wake-up socket's other end is gone (nothing taken). */
 static bool
@@ -157,13 +171,8 @@ take_incoming(struct mcs_engine *e)
         }
         break;
     }
-    pthread_mutex_lock(&e->lock);
-    int *fds = e->incoming;
-    size_t n = e->nincoming;
-    e->incoming = NULL;
-    e->nincoming = 0;
-    e->capincoming = 0;
-    pthread_mutex_unlock(&e->lock);
+    size_t n;
+    int *fds = incoming_take(e, &n);
     for (size_t i = 0; i < n; i++) {
         mcs_client_attach(e, fds[i]);
     }
@@ -257,13 +266,8 @@ static void
 engine_teardown(struct engine_box *b)
 {
     struct mcs_engine *e = &b->e;
-    pthread_mutex_lock(&e->lock);
-    int *fds = e->incoming;
-    size_t n = e->nincoming;
-    e->incoming = NULL;
-    e->nincoming = 0;
-    e->capincoming = 0;
-    pthread_mutex_unlock(&e->lock);
+    size_t n;
+    int *fds = incoming_take(e, &n);
     for (size_t i = 0; i < n; i++) {
         mcs_fdtab_release(fds[i], b->gen, false);
     }

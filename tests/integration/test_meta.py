@@ -155,6 +155,11 @@ CASES = [
                           b"ms k 1 T-1\r\na\r\nmg k v\r\n")], {}),
     ("ms_too_large_new_key", [S(b"ms big 2000000 T0\r\n" + b"x" * 2000000 + b"\r\nmg big v\r\n")],
      {"absent": [b"big"]}),
+    # memcached drops the old value of a key whose ms is too large, in every mode
+    ("ms_too_large_drops_old", [S(b"ms k 1\r\na\r\nms k 2000000\r\n" + b"x" * 2000000 + b"\r\nmg k v\r\n"),
+                                S(b"ms j 1\r\na\r\nms j 2000000 MA\r\n" + b"x" * 2000000 + b"\r\nmg j v\r\n"),
+                                S(b"ms a2V5 1 b\r\na\r\nms a2V5 2000000 b\r\n" + b"x" * 2000000
+                                  + b"\r\nmg a2V5 b v\r\n")], {}),
     ("ms_bad_data_chunk", [S(b"ms k 3\r\nabcd\r\nmg k v\r\n"), S(b"ms j 3\r\nab\r\n\r\nmg j v\r\n")], {}),
     ("ms_bad_datalen", [S(b"ms k abc\r\nxx\r\n"), S(b"ms k -1\r\n"), S(b"ms k\r\n"), S(b"ms\r\n")], {}),
     ("ms_bad_flags", [S(b"ms k 2 Z\r\nhi\r\n"), S(b"ms k 2 S1\r\nhi\r\n"), S(b"ms k 1 Fxyz\r\na\r\n"),
