@@ -101,16 +101,22 @@ test: deps
 	$(MAKE) test-sanitize
 	$(MAKE) fuzz-short
 
-# libFuzzer targets (clang): tests/fuzz/fuzz_<parser>.c against the core sources.
+# libFuzzer targets (clang): tests/fuzz/fuzz_<parser>.c against the core sources;
+# fuzz_engine plays the servers against the engine, so it links the engine and its helpers too.
 FUZZ_SRC     = $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN     = $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
 FUZZ_SECONDS ?= 300
 FUZZ_CC      ?= clang
+FUZZ_FLAGS   = -std=c11 -D_GNU_SOURCE -I. -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 
 build/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz_common.h $(HASH_SRC) $(CORE_SRC) $(wildcard preload/core/*.h hash/*.h)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) -std=c11 -D_GNU_SOURCE -I. -g -O1 -fsanitize=fuzzer,address,undefined \
-	    -fno-sanitize-recover=undefined -o $@ $< $(HASH_SRC) $(CORE_SRC)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(HASH_SRC) $(CORE_SRC)
+
+build/fuzz/fuzz_engine: tests/fuzz/fuzz_engine.c tests/fuzz/fuzz_common.h $(HASH_SRC) $(CORE_SRC) $(LIB_SRC) \
+                        $(ENGINE_SRC) $(wildcard preload/core/*.h preload/lib/*.h preload/engine/*.h hash/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(HASH_SRC) $(CORE_SRC) $(LIB_SRC) $(ENGINE_SRC) -ldl -lpthread
 
 # Each target runs FUZZ_SECONDS from its seed corpus (a copy: the tree is not written to).
 fuzz: $(FUZZ_BIN)

@@ -489,8 +489,8 @@ mcs_avail_dispatch_keys(struct mcs_engine *e, struct mcs_client *c, const char *
 static void
 keys_warm(struct mcs_engine *e, struct mcs_request *r, struct mcs_sub *sub)
 {
-    const char *p = mcs_buf_head(&sub->resp);
     size_t avail = mcs_buf_len(&sub->resp);
+    const char *p = avail > 0 ? mcs_buf_head(&sub->resp) : NULL;   /* no data yet: NULL + 0 is UB */
     uint32_t pos = 0, off, len;
     for (uint32_t i = 0; i < r->nkeys && mcs_ascii_next_token(r->keys, &pos, r->keys_len, &off, &len); i++) {
         if (r->key_sub[i] != sub) {

@@ -26,6 +26,7 @@
 #include "preload/lib/real.h"
 
 static void backend_fail(struct mcs_engine *e, struct mcs_backend *b, enum mcs_failure why, bool report);
+static void backend_recheck(struct mcs_engine *e, struct mcs_backend *b);
 
 /* Bytes left the out buffers (sent or dropped): wake paused clients once well below the limit. */
 static void
@@ -144,6 +145,9 @@ mcs_backend_send(struct mcs_engine *e, struct mcs_sub *sub, uint64_t client_id, 
     b->tail = sub;
     srv->stats.requests++;
     mark_dirty(e, b);
+    /* A stalled connection may now carry what its client waits for (a failover
+     * re-sent the client's next request here): nothing else would look again. */
+    backend_recheck(e, b);
 }
 
 /* True if a VALUE for key may come next from sub's server: a key sub asked
@@ -300,30 +304,40 @@ backend_stall(struct mcs_engine *e, struct mcs_backend *b)
     backend_interest(e, b);
 }
 
-/* Re-reads every stalled backend whose replies can be delivered again. Only
+/* Reads b again if it is stalled and its replies can be delivered now. Only
  * changes what epoll watches (never reads here: callers may be mid-delivery). */
+static void
+backend_recheck(struct mcs_engine *e, struct mcs_backend *b)
+{
+    if (b->stalled && backend_may_read(e, b)) {
+        b->stalled = false;
+        e->stalled--;
+        if (b->head != NULL) {
+            b->head->deadline_ms = deadline_from_now(e);   /* the wait was ours, not the server's */
+        }
+        backend_interest(e, b);
+    }
+}
+
+/* Re-reads every stalled backend whose replies can be delivered again (as
+ * backend_recheck). */
 void
 mcs_backend_unstall(struct mcs_engine *e)
 {
     size_t n = e->router.nservers * MCS_PROTO_COUNT * e->cfg->connections;
     for (size_t i = 0; i < n && e->stalled > 0; i++) {
-        struct mcs_backend *b = &e->backends[i];
-        if (b->stalled && backend_may_read(e, b)) {
-            b->stalled = false;
-            e->stalled--;
-            if (b->head != NULL) {
-                b->head->deadline_ms = deadline_from_now(e);   /* the wait was ours, not the server's */
-            }
-            backend_interest(e, b);
-        }
+        backend_recheck(e, &e->backends[i]);
     }
 }
 
+/* Reads and delivers b's replies. hangup: the peer hung up or reset (epoll
+ * reports it whatever b watches): read on to the end even where flow control
+ * would stall b, or the event repeats for ever and the loop spins. */
 static void
-backend_read(struct mcs_engine *e, struct mcs_backend *b)
+backend_read(struct mcs_engine *e, struct mcs_backend *b, bool hangup)
 {
     for (int round = 0; round < 8; round++) {
-        if (!b->stalled && !backend_may_read(e, b)) {
+        if (!hangup && !b->stalled && !backend_may_read(e, b)) {
             backend_stall(e, b);
         }
         if (b->stalled) {
@@ -521,9 +535,9 @@ mcs_backend_event(struct mcs_engine *e, struct mcs_backend *b, uint32_t events)
             b->stalled = false;
             e->stalled--;
         }
-        backend_read(e, b);
+        backend_read(e, b, true);
     } else if (events & EPOLLIN) {
-        backend_read(e, b);
+        backend_read(e, b, false);
     }
     if (b->state == MCS_BACKEND_READY && (events & EPOLLOUT)) {
         mark_dirty(e, b);

@@ -277,7 +277,11 @@ mcs_bin_dispatch(struct mcs_engine *e, struct mcs_client *c, const char *buf, co
             mcs_sub_send(e, c, &r->subs[s], mcs_buf_head(&pkt), mcs_buf_len(&pkt));
         }
     }
-    mcs_buf_free(&pkt);
+    if (q->base == MCS_BIN_OP_GETK || q->base == MCS_BIN_OP_GATK) {
+        r->kept = pkt;   /* moved: its answer must carry this key (key_echoed) */
+    } else {
+        mcs_buf_free(&pkt);
+    }
     if (--r->pending == 0) {
         mcs_request_finish(e, r);
     }
@@ -291,6 +295,20 @@ mcs_bin_request_line(struct mcs_request *r, struct mcs_buf *out)
     return mcs_bin_put_request(out, &m);
 }
 
+/* getk/gatk: a key in the answer is the key asked (clients match answers to
+ * requests by it; memcached echoes it). r->kept holds the request as servers
+ * got it, its key at r->q's key span. Other requests: true. */
+static bool
+key_echoed(const struct mcs_request *r, const char *p, const struct mcs_bin_resp *resp)
+{
+    uint8_t base = mcs_bin_op_base(r->bin_opcode);
+    if ((base != MCS_BIN_OP_GETK && base != MCS_BIN_OP_GATK) || resp->key_len == 0) {
+        return true;
+    }
+    return resp->key_len == r->q.key_len && mcs_buf_len(&r->kept) >= (size_t)r->q.key_off + r->q.key_len
+           && memcmp(p + resp->key_off, mcs_buf_head(&r->kept) + r->q.key_off, resp->key_len) == 0;
+}
+
 /* One reply packet for sub. Returns true when the sub is complete (always:
  * every request the shim sends gets one packet). */
 bool
@@ -298,7 +316,8 @@ mcs_bin_deliver(struct mcs_engine *e, struct mcs_sub *sub, const char *p, const 
 {
     struct mcs_request *r = sub->req;
     (void)e;
-    if (r->kind == MCS_REQ_CLIENT && !mcs_bin_reply_fits(mcs_bin_op_base(r->bin_opcode), r->bin_opaque, resp)) {
+    if (r->kind == MCS_REQ_CLIENT
+        && (!mcs_bin_reply_fits(mcs_bin_op_base(r->bin_opcode), r->bin_opaque, resp) || !key_echoed(r, p, resp))) {
         *bad = true;   /* not an answer to this request: never reaches the application */
         return false;
     }

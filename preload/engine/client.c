@@ -97,9 +97,10 @@ mcs_request_free(struct mcs_engine *e, struct mcs_request *r)
         e->stats.get_hits += r->hits;
         e->stats.get_misses += r->nkeys > r->hits ? r->nkeys - r->hits : 0;
     }
-    e->reply_held -= r->held <= e->reply_held ? r->held : e->reply_held;
+    size_t held = r->held;
+    e->reply_held -= held <= e->reply_held ? held : e->reply_held;
     if (r->client != NULL) {
-        r->client->held -= r->held <= r->client->held ? r->held : r->client->held;
+        r->client->held -= held <= r->client->held ? held : r->client->held;
     }
     for (uint32_t i = 0; i < r->nsubs; i++) {
         mcs_buf_free(&r->subs[i].resp);
@@ -119,6 +120,9 @@ mcs_request_free(struct mcs_engine *e, struct mcs_request *r)
     mcs_free(r->key_sub);
     mcs_free(r->key_try);
     mcs_free(r);
+    if (held > 0 && e->stalled > 0) {
+        mcs_backend_unstall(e);   /* the bytes it held may have been all that kept a server unread */
+    }
 }
 
 /* A request with room for one sub inline (the common single-server case). */
@@ -256,6 +260,7 @@ mcs_request_stream(struct mcs_engine *e, struct mcs_request *r)
         || r->is_meta || mcs_cmd_route(r->cmd) != MCS_ROUTE_KEYS) {
         return;
     }
+    uint32_t next = r->merge_next;
     if (r->merge) {
         request_merge(e, r, false);
     }
@@ -263,10 +268,14 @@ mcs_request_stream(struct mcs_engine *e, struct mcs_request *r)
         r->oom = true;
     }
     mark_dirty(e, c);
+    if (r->merge_next != next && e->stalled > 0) {
+        mcs_backend_unstall(e);   /* the next key's server may have been left unread until now */
+    }
 }
 
 /* True if sub's reply is what r needs next to move on: r is its client's
- * turn, and sub answers it (for a multi-get: the next key to release). */
+ * turn, and sub answers it (for a multi-get: the next key to release, or,
+ * every key released, any sub still owing the END that completes it). */
 bool
 mcs_request_wants(const struct mcs_request *r, const struct mcs_sub *sub)
 {
@@ -274,7 +283,7 @@ mcs_request_wants(const struct mcs_request *r, const struct mcs_sub *sub)
     if (c == NULL || c->head != r) {
         return false;
     }
-    return !r->merge || (r->merge_next < r->nkeys && r->key_sub[r->merge_next] == sub);
+    return !r->merge || r->merge_next >= r->nkeys || r->key_sub[r->merge_next] == sub;
 }
 
 /* Moves finished replies at the head of the pipeline to the output buffer. */
@@ -356,8 +365,9 @@ request_merge(struct mcs_engine *e, struct mcs_request *r, bool final)
         }
         struct mcs_sub *s = r->key_sub[r->merge_next];
         size_t avail = s != NULL ? mcs_buf_len(&s->resp) : 0;
-        if (!final && s != NULL
-            && (s->failed || (avail == 0 && !s->complete) || mcs_router_warming(&e->router, s->server, e->now_ms))) {
+        /* a failed sub has answered: its keys miss (failover has moved them already) */
+        if (!final && s != NULL && !s->failed
+            && ((avail == 0 && !s->complete) || mcs_router_warming(&e->router, s->server, e->now_ms))) {
             break;
         }
         if (avail > 0 && !s->failed) {
@@ -506,6 +516,8 @@ mcs_request_sub_done(struct mcs_engine *e, struct mcs_sub *sub)
     }
     if (--r->pending == 0) {
         mcs_request_finish(e, r);
+    } else if (r->merge) {
+        mcs_request_stream(e, r);   /* keys this sub missed let the next ones through */
     }
 }
 
