@@ -38,14 +38,15 @@ ALLOWED_SKIPS = [
     ("php's RTLD_DEEPBIND dlopen aborts under ASan", SANITIZED, "checked in the plain run"),
     ("valgrind not usable in this build", SANITIZED, "valgrind cannot run an ASan build; checked in the plain run"),
 ]
-SKIP_LINE = re.compile(r"^(test\S+) \(([^)]*)\)(?:\s*\n.*?)? \.\.\. skipped '(.*)'$", re.M)
+# unittest prints the reason with repr(): in double quotes when it holds a single quote
+SKIP_LINE = re.compile(r"^(test\S+) \(([^)]*)\)(?:\s*\n.*?)? \.\.\. skipped (['\"])(.*)\3$", re.M)
 
 
 def skips_not_allowed(text):
     """The skips in a file's unittest -v output whose reason is not allowed here."""
     bad = []
     for m in SKIP_LINE.finditer(text):
-        reason = m.group(3)
+        reason = m.group(4)
         if not any(reason.startswith(r) and when for r, when, _ in ALLOWED_SKIPS):
             bad.append("%s: %s" % (m.group(2) or m.group(1), reason))
     return bad
