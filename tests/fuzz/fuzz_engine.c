@@ -955,43 +955,18 @@ check_stats(struct stream *s)
     }
 }
 
-/* The reply codes memcached gives to a meta command (errors aside). */
+/* The rules themselves are the core's (unit-tested against a table in
+ * tests/unit/test_meta.c): the checker reuses them rather than a second copy. */
 static bool
 meta_code_fits(enum mcs_meta_cmd cmd, enum mcs_meta_resp_code code)
 {
-    switch (cmd) {
-    case MCS_META_MG:
-        return code == MCS_META_RESP_VA || code == MCS_META_RESP_HD || code == MCS_META_RESP_EN;
-    case MCS_META_MS:
-        return code == MCS_META_RESP_HD || code == MCS_META_RESP_NS || code == MCS_META_RESP_EX
-               || code == MCS_META_RESP_NF;
-    case MCS_META_MD:
-        return code == MCS_META_RESP_HD || code == MCS_META_RESP_NF || code == MCS_META_RESP_EX;
-    case MCS_META_MA:
-        return code == MCS_META_RESP_HD || code == MCS_META_RESP_VA || code == MCS_META_RESP_NF
-               || code == MCS_META_RESP_NS || code == MCS_META_RESP_EX;
-    case MCS_META_ME:
-        return code == MCS_META_RESP_ME || code == MCS_META_RESP_EN;
-    default:
-        return false;
-    }
+    return mcs_meta_reply_fits(cmd, code);
 }
 
-/* The codes q hides (memcached's quiet mode). */
 static bool
 meta_quiet_hides(enum mcs_meta_cmd cmd, enum mcs_meta_resp_code code)
 {
-    switch (cmd) {
-    case MCS_META_MG:
-        return code == MCS_META_RESP_EN;
-    case MCS_META_MS:
-    case MCS_META_MD:
-        return code == MCS_META_RESP_HD;
-    case MCS_META_MA:
-        return code == MCS_META_RESP_HD || code == MCS_META_RESP_VA;
-    default:
-        return false;
-    }
+    return mcs_meta_quiet_suppresses(cmd, code);
 }
 
 /* One meta reply whose code fits the command (or an error line); a quiet
