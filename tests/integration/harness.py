@@ -96,6 +96,45 @@ def wait_port(host, port, timeout=5.0):
     return False
 
 
+def listener_inodes(port):
+    """Socket inodes of the TCP listeners (IPv4 and IPv6) on port, from /proc/net."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    # local_address is ADDR:PORT in hex; state 0A is LISTEN; field 9 the inode
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        found.add(fields[9])
+        except OSError:
+            pass
+    return found
+
+
+def owns_listener(pid, port):
+    """True when process pid holds a socket listening on TCP port. A port that was free a
+    moment ago (free_port) may be taken by another process before the server started on
+    it binds: connecting to the port then reaches that other process."""
+    inodes = listener_inodes(port)
+    if not inodes:
+        return False
+    fd_dir = "/proc/%d/fd" % pid
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:
+        return False
+    for name in names:
+        try:
+            link = os.readlink(os.path.join(fd_dir, name))
+        except OSError:
+            continue
+        if link.startswith("socket:[") and link[8:-1] in inodes:
+            return True
+    return False
+
+
 def wait_until(pred, timeout, interval=0.02):
     """Polls pred() until it is true or timeout (scaled) passes. Returns its last value."""
     deadline = time.time() + timeout * TIME_SCALE
@@ -131,13 +170,28 @@ class Memcached:
 
     def __init__(self, host="127.0.0.1", port=None, extra=()):
         self.host = host
+        self.fixed_port = port is not None
         self.port = port or free_port(host)
         self.extra = list(extra)
         self.proc = None
         self.paused = False
+        self.started = False
         self.start()
 
     def start(self):
+        """Starts memcached and waits until it listens. Another process may take a port
+        picked by free_port before memcached binds it (tests and files run in parallel):
+        the server counts as started only when its own process holds the listener, and a
+        server whose port was picked here is started again on another port (a restart
+        keeps its port: the shim knows the server by it)."""
+        for _attempt in range(1 if self.fixed_port or self.started else 5):
+            if self._start_once():
+                self.started = True
+                return
+            self.port = free_port(self.host)
+        raise RuntimeError("memcached did not start on %s:%d" % (self.host, self.port))
+
+    def _start_once(self):
         args = [MEMCACHED, "-U", "0", "-l", self.host, "-p", str(self.port), "-t", "1", "-m", "64"]
         if os.geteuid() == 0:
             args += ["-u", "root"]
@@ -145,9 +199,12 @@ class Memcached:
         self.paused = False
         if self not in _STARTED:
             _STARTED.append(self)
-        if not wait_port(self.host, self.port):
-            self.stop()
-            raise RuntimeError("memcached did not start on %s:%d" % (self.host, self.port))
+        proc = self.proc
+        if wait_until(lambda: proc.poll() is not None or owns_listener(proc.pid, self.port), 5.0) \
+                and proc.poll() is None and wait_port(self.host, self.port):
+            return True
+        self.stop()
+        return False
 
     def stop(self):
         """kill -9 (works on a paused server too)."""

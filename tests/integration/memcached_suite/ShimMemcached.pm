@@ -10,6 +10,11 @@ package ShimMemcached;
 # - Both modes: supports_unix_socket() is false, so the stock new_memcached() starts its
 #   memcached on a free TCP port of 127.0.0.1 (the shim run is over TCP too) and polls
 #   for it every 0.25 s instead of sleeping a second per server.
+# - Direct mode: the port was free a moment before memcached binds it, and other servers
+#   start on the host at the same time (files run in parallel, shim runs start pools).
+#   new_memcached() accepts a server only when its own process holds the listener (from
+#   /proc); otherwise the test would talk to another test's server. It starts again on
+#   another port, up to 5 times.
 # - Shim mode (MCSHIM_TEST_SUITE_INTERCEPT=host:port set; the process runs with
 #   LD_PRELOAD=libmcshim.so, MCSHIM_INTERCEPT=that address, MCSHIM_SERVERS=the pool):
 #   new_memcached() starts nothing. It returns a handle whose sock/new_sock connect to
@@ -85,7 +90,51 @@ sub _flush_pool {
             }
             return $stats;
         };
+    } else {
+        my $stock_new = \&MemcachedTest::new_memcached;
+        *MemcachedTest::new_memcached = sub {
+            my ($args, $passed_port) = @_;
+            return $stock_new->(@_) if $passed_port;
+            my $why = "";
+            for my $attempt (1 .. 5) {
+                my $h = eval { $stock_new->(@_) };
+                if (!$h) {
+                    $why = $@;
+                } elsif (_owns_listener($h->{pid}, $h->port)) {
+                    return $h;
+                } else {
+                    $why = "port " . $h->port . " is another process's listener";
+                    $h->stop;
+                }
+                print STDERR "# mcshim-suite: new_memcached: $why; starting again\n";
+            }
+            Carp::croak("mcshim-suite: new_memcached: $why");
+        };
     }
+}
+
+# True when process $pid holds a socket listening on TCP $port (from /proc).
+sub _owns_listener {
+    my ($pid, $port) = @_;
+    my %inodes;
+    for my $table ("/proc/net/tcp", "/proc/net/tcp6") {
+        open(my $f, "<", $table) or next;
+        <$f>;
+        while (my $line = <$f>) {
+            my @x = split " ", $line;
+            # local_address is ADDR:PORT in hex; state 0A is LISTEN; field 9 the inode
+            my ($lport) = $x[1] =~ /:([0-9A-Fa-f]+)$/;
+            $inodes{$x[9]} = 1 if $x[3] eq "0A" && defined $lport && hex($lport) == $port;
+        }
+        close $f;
+    }
+    return 0 unless %inodes;
+    opendir(my $d, "/proc/$pid/fd") or return 0;
+    for my $fd (readdir $d) {
+        my $link = readlink("/proc/$pid/fd/$fd");
+        return 1 if defined $link && $link =~ /^socket:\[(\d+)\]$/ && $inodes{$1};
+    }
+    return 0;
 }
 
 # A handle on the intercept address: the stock Memcached::Handle without a process.
