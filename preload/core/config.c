@@ -329,6 +329,21 @@ mcs_config_parse(struct mcs_config *c, mcs_config_lookup get, void *ctx, char *e
         goto error;
     }
     c->eject = choice == 1;
+    s = value_of(MCS_VAR_SHARED, get, ctx);
+    if (strlen(s) >= sizeof(c->shared) || (s[0] != '\0' && s[0] != '/' && strcmp(s, "off") != 0)) {
+        fail(err, errlen, vars[MCS_VAR_SHARED].name, s, "expected an absolute file path, or off");
+        goto error;
+    }
+    memcpy(c->shared, s, strlen(s) + 1);
+    s = value_of(MCS_VAR_SHARED_MODE, get, ctx);
+    if (strcmp(s, "0600") == 0 || strcmp(s, "600") == 0) {
+        c->shared_mode = 0600;
+    } else if (strcmp(s, "0660") == 0 || strcmp(s, "660") == 0) {
+        c->shared_mode = 0660;
+    } else {
+        fail(err, errlen, vars[MCS_VAR_SHARED_MODE].name, s, "expected 0600 or 0660");
+        goto error;
+    }
     s = value_of(MCS_VAR_LOG_LEVEL, get, ctx);
     size_t i;
     for (i = 0; i < sizeof(log_names) / sizeof(log_names[0]); i++) {

@@ -52,6 +52,8 @@
     X(EJECT,         "MCSHIM_EJECT",         "0",                "1: with no copies, a down server leaves the ring while down") \
     X(REJOIN,        "MCSHIM_REJOIN",        "replay",           "a server back from a cut: replay missed invalidations, or flush") \
     X(REJOIN_LOG,    "MCSHIM_REJOIN_LOG",    "10000",            "keys remembered per server while away; beyond: flush on rejoin") \
+    X(SHARED,        "MCSHIM_SHARED",        "",                 "host-wide state segment file (empty: /dev/shm/mcshim-UID.seg), or off") \
+    X(SHARED_MODE,   "MCSHIM_SHARED_MODE",   "0600",             "0600: this user's processes share it; 0660: also its group's") \
     X(LOG_LEVEL,     "MCSHIM_LOG_LEVEL",     "notice",           "error, warn, notice, info or debug")
 
 enum mcs_config_var {
@@ -101,6 +103,8 @@ struct mcs_config {
     enum mcs_rejoin_mode rejoin;
     uint32_t rejoin_log;
     enum mcs_log_level log_level;
+    char     shared[4096];             /* segment path; "" for the default; "off" */
+    unsigned shared_mode;              /* 0600 or 0660 */
 };
 
 typedef const char *(*mcs_config_lookup)(const char *name, void *ctx);

@@ -104,6 +104,7 @@ mcs_router_init(struct mcs_router *r, const struct mcs_config *cfg)
         s->health = MCS_HEALTH_UP;
         s->backup = i >= r->nprimaries;
         mcs_keylog_init(&s->missed, cfg->rejoin_log ? cfg->rejoin_log : 1);
+        s->seg_index = MCS_SEG_NONE;
         if (e->is_unix) {
             snprintf(s->label, sizeof(s->label), "unix:%s", e->host);
         } else {
@@ -229,6 +230,109 @@ mcs_router_targets(struct mcs_router *r, const char *key, size_t len, uint32_t *
     return n;
 }
 
+/* ---- host-wide state: helpers ---- */
+
+static bool
+is_shared(const struct mcs_router *r, const struct mcs_server *srv)
+{
+    return r->seg != NULL && srv->seg_index != MCS_SEG_NONE && !r->seg_corrupt;
+}
+
+static uint64_t
+word_of(const struct mcs_seg_health *h)
+{
+    return (h->epoch << 8) | h->health;
+}
+
+static bool
+usable_health(uint32_t h)
+{
+    return h == MCS_HEALTH_UP || h == MCS_HEALTH_WARMING;
+}
+
+/* How long a probe and a rejoin batch may take before another process may take over. */
+static uint64_t
+lease_ms(const struct mcs_router *r)
+{
+    return (uint64_t)r->cfg->timeout_ms * 3 + 1000;
+}
+
+/* The shared health of srv, or false (and the segment is given up) if it is no health. */
+static bool
+shared_health(struct mcs_router *r, const struct mcs_server *srv, struct mcs_seg_health *h)
+{
+    if (mcs_seg_health_get(r->seg, srv->seg_index, h) != MCS_SEG_OK) {
+        r->seg_corrupt = true;
+        return false;
+    }
+    return true;
+}
+
+/* A time read from the segment, kept within [now, now + max_ms]: a wrong value
+ * may delay a probe or shorten a warm-up, never stop either. */
+static uint64_t
+bounded_time(uint64_t t, uint64_t now_ms, uint64_t max_ms)
+{
+    return t < now_ms ? now_ms : (t - now_ms > max_ms ? now_ms + max_ms : t);
+}
+
+static void lease_drop(struct mcs_router *r, struct mcs_server *srv);
+static void set_health(struct mcs_router *r, struct mcs_server *srv, enum mcs_health h);
+
+/* srv was found failing here: it is down for the host. From up or warming the
+ * entry moves to down (a new epoch); already down or rejoining elsewhere, that
+ * state is adopted. */
+static void
+publish_down(struct mcs_router *r, struct mcs_server *srv, enum mcs_failure why, uint64_t now_ms)
+{
+    struct mcs_seg_health h;
+    if (!is_shared(r, srv) || !shared_health(r, srv, &h)) {
+        return;
+    }
+    for (int attempt = 0; attempt < 4; attempt++) {
+        if (!usable_health(h.health)) {
+            srv->seg_word = word_of(&h);
+            srv->retry_at_ms = bounded_time(mcs_seg_retry_at(r->seg, srv->seg_index), now_ms, r->cfg->retry_ms);
+            if (h.health == MCS_HEALTH_REJOINING) {
+                set_health(r, srv, MCS_HEALTH_REJOINING);   /* its lease holder decides */
+            }
+            return;
+        }
+        if (mcs_seg_health_move(r->seg, srv->seg_index, &h, MCS_HEALTH_DOWN, why, r->pid, now_ms,
+                                now_ms + r->cfg->retry_ms, 0) == MCS_SEG_OK) {
+            srv->seg_word = word_of(&h);
+            return;
+        }
+        if (h.health >= MCS_HEALTH_COUNT) {
+            r->seg_corrupt = true;
+            return;
+        }
+    }
+}
+
+/* The lease holder moves srv's entry to `to` (rejoining, warming or up; down
+ * after a failed rejoin). Returns false if the entry was changed by someone
+ * else meanwhile (then the next sync adopts it). */
+static bool
+publish_move(struct mcs_router *r, struct mcs_server *srv, uint32_t to, enum mcs_failure why, uint64_t now_ms)
+{
+    struct mcs_seg_health h;
+    if (!is_shared(r, srv) || !shared_health(r, srv, &h)) {
+        return true;
+    }
+    if (usable_health(h.health) && to != MCS_HEALTH_DOWN) {
+        srv->seg_word = UINT64_MAX;   /* rejoined by another process meanwhile: adopt it */
+        return false;
+    }
+    if (mcs_seg_health_move(r->seg, srv->seg_index, &h, to, why, r->pid, now_ms, now_ms + r->cfg->retry_ms,
+                            srv->warm_until_ms) != MCS_SEG_OK) {
+        srv->seg_word = UINT64_MAX;
+        return false;
+    }
+    srv->seg_word = word_of(&h);
+    return true;
+}
+
 static void
 set_health(struct mcs_router *r, struct mcs_server *srv, enum mcs_health h)
 {
@@ -285,7 +389,19 @@ mcs_router_failed(struct mcs_router *r, uint32_t s, enum mcs_failure why, uint64
     srv->probing = false;
     srv->retry_at_ms = now_ms + r->cfg->retry_ms;
     set_health(r, srv, MCS_HEALTH_DOWN);
-    return before == MCS_HEALTH_DOWN ? MCS_HEALTH_COUNT : before;
+    if (is_shared(r, srv)) {
+        if (before == MCS_HEALTH_UP || before == MCS_HEALTH_WARMING) {
+            publish_down(r, srv, why, now_ms);
+        } else if (srv->leased) {
+            /* its probe or rejoin failed here: the host waits retry_ms for the next one */
+            if (before == MCS_HEALTH_REJOINING) {
+                publish_move(r, srv, MCS_HEALTH_DOWN, why, now_ms);
+            }
+            mcs_seg_set_retry_at(r->seg, srv->seg_index, now_ms + r->cfg->retry_ms);
+            lease_drop(r, srv);
+        }
+    }
+    return before == MCS_HEALTH_DOWN || srv->health == before ? MCS_HEALTH_COUNT : before;
 }
 
 void
@@ -304,17 +420,39 @@ mcs_router_probe_due(const struct mcs_router *r, uint32_t s, uint64_t now_ms)
     return srv->health == MCS_HEALTH_DOWN && !srv->probing && now_ms >= srv->retry_at_ms;
 }
 
-void
-mcs_router_probe_start(struct mcs_router *r, uint32_t s)
+bool
+mcs_router_probe_start(struct mcs_router *r, uint32_t s, uint64_t now_ms)
 {
-    r->servers[s].probing = true;
-    r->servers[s].stats.probes++;
+    struct mcs_server *srv = &r->servers[s];
+    if (is_shared(r, srv)) {
+        uint64_t at = mcs_seg_retry_at(r->seg, srv->seg_index);
+        if (at > now_ms || !mcs_seg_lease_take(r->seg, srv->seg_index, r->pid, now_ms, lease_ms(r))) {
+            /* another process probed it lately, or probes it now: look again later */
+            srv->retry_at_ms = bounded_time(at > now_ms ? at : now_ms + r->cfg->retry_ms, now_ms, r->cfg->retry_ms);
+            return false;
+        }
+        srv->leased = true;
+    }
+    srv->probing = true;
+    srv->stats.probes++;
+    return true;
+}
+
+/* An instance as one word for the segment: pid, and start time (unix seconds, low 32 bits). */
+static uint64_t
+instance_word(const struct mcs_identity *id)
+{
+    return ((uint64_t)(uint32_t)id->pid << 32) | (uint32_t)id->started;
 }
 
 void
 mcs_router_identify(struct mcs_router *r, uint32_t s, const struct mcs_identity *id)
 {
-    r->servers[s].identity = *id;
+    struct mcs_server *srv = &r->servers[s];
+    srv->identity = *id;
+    if (is_shared(r, srv) && id->known) {
+        mcs_seg_set_instance(r->seg, srv->seg_index, instance_word(id));
+    }
 }
 
 /* The same instance: same pid, and a start time within a couple of seconds
@@ -335,23 +473,41 @@ mcs_router_probe_ok(struct mcs_router *r, uint32_t s, const struct mcs_identity 
         return MCS_REJOIN_NOTHING;
     }
     bool restarted = srv->identity.known && id->known && !same_instance(&srv->identity, id);
+    bool shared = is_shared(r, srv);
+    if (shared) {
+        /* The host's memory of the instance is newer than this process's. */
+        uint64_t seen = mcs_seg_instance(r->seg, srv->seg_index);
+        struct mcs_identity host = { .pid = seen >> 32, .started = (uint32_t)seen, .known = seen != 0 };
+        struct mcs_identity now_id = *id;
+        now_id.started = (uint32_t)id->started;
+        restarted = host.known ? id->known && !same_instance(&host, &now_id) : restarted;
+    }
     if (id->known) {
-        srv->identity = *id;
+        mcs_router_identify(r, s, id);
     }
     srv->failures = 0;
     if (restarted) {
         srv->stats.restarts++;
+        if (shared) {
+            mcs_seg_log_clear(r->seg, srv->seg_index);   /* an empty server holds nothing to delete */
+            mcs_seg_flags_take(r->seg, srv->seg_index, MCS_SEG_F_OVERFLOW | MCS_SEG_F_FLUSH);
+        }
         mcs_router_rejoined(r, s, now_ms);
         return MCS_REJOIN_NOTHING;
     }
     srv->stats.rejoins++;
-    if (r->cfg->rejoin == MCS_REJOIN_FLUSH || srv->missed_flush || mcs_keylog_overflowed(&srv->missed)) {
-        set_health(r, srv, MCS_HEALTH_REJOINING);
-        return MCS_REJOIN_FLUSH_ALL;
+    bool flush = r->cfg->rejoin == MCS_REJOIN_FLUSH || srv->missed_flush || mcs_keylog_overflowed(&srv->missed);
+    bool deletes = mcs_keylog_count(&srv->missed) > 0;
+    if (shared) {
+        flush = flush || (mcs_seg_flags(r->seg, srv->seg_index) & (MCS_SEG_F_OVERFLOW | MCS_SEG_F_FLUSH)) != 0;
+        deletes = deletes || mcs_seg_log_count(r->seg, srv->seg_index) > 0;
     }
-    if (mcs_keylog_count(&srv->missed) > 0) {
+    if (flush || deletes) {
         set_health(r, srv, MCS_HEALTH_REJOINING);
-        return MCS_REJOIN_DELETES;
+        if (!publish_move(r, srv, MCS_HEALTH_REJOINING, MCS_FAILURE_COUNT, now_ms)) {
+            return MCS_REJOIN_NOTHING;   /* another process rejoined it meanwhile: adopted at the next sync */
+        }
+        return flush ? MCS_REJOIN_FLUSH_ALL : MCS_REJOIN_DELETES;
     }
     mcs_router_rejoined(r, s, now_ms);
     return MCS_REJOIN_NOTHING;
@@ -370,13 +526,21 @@ mcs_router_rejoined(struct mcs_router *r, uint32_t s, uint64_t now_ms)
     } else {
         set_health(r, srv, MCS_HEALTH_UP);
     }
+    if (is_shared(r, srv) && srv->leased) {
+        publish_move(r, srv, srv->health, MCS_FAILURE_COUNT, now_ms);
+        lease_drop(r, srv);
+    }
 }
 
 void
 mcs_router_missed(struct mcs_router *r, uint32_t s, const char *key, size_t len)
 {
     struct mcs_server *srv = &r->servers[s];
-    if (mcs_keylog_add(&srv->missed, key, len) == 0) {
+    if (is_shared(r, srv)) {
+        if (mcs_seg_log_add(r->seg, srv->seg_index, key, len) == MCS_SEG_OK) {
+            srv->stats.invalidations_logged++;
+        }
+    } else if (mcs_keylog_add(&srv->missed, key, len) == 0) {
         srv->stats.invalidations_logged++;
     }
 }
@@ -384,7 +548,163 @@ mcs_router_missed(struct mcs_router *r, uint32_t s, const char *key, size_t len)
 void
 mcs_router_missed_flush(struct mcs_router *r, uint32_t s)
 {
-    r->servers[s].missed_flush = true;
+    struct mcs_server *srv = &r->servers[s];
+    if (is_shared(r, srv)) {
+        mcs_seg_flags_set(r->seg, srv->seg_index, MCS_SEG_F_FLUSH);
+    } else {
+        srv->missed_flush = true;
+    }
+}
+
+/* ---- host-wide state ---- */
+
+static void
+lease_drop(struct mcs_router *r, struct mcs_server *srv)
+{
+    if (srv->leased && is_shared(r, srv)) {
+        mcs_seg_lease_drop(r->seg, srv->seg_index, r->pid);
+    }
+    srv->leased = false;
+}
+
+void
+mcs_router_share(struct mcs_router *r, struct mcs_seg *seg, uint32_t pid, uint64_t now_ms)
+{
+    r->seg = seg;
+    r->pid = pid;
+    r->seg_corrupt = false;
+    for (size_t i = 0; i < r->nservers; i++) {
+        struct mcs_server *srv = &r->servers[i];
+        srv->seg_index = mcs_seg_server_find(seg, srv->label, strlen(srv->label), true);
+        srv->seg_word = UINT64_MAX;   /* adopt whatever the host knows at the first sync */
+        srv->leased = false;
+        srv->published = srv->stats;
+    }
+    (void)now_ms;
+}
+
+void
+mcs_router_unshare(struct mcs_router *r)
+{
+    for (size_t i = 0; i < r->nservers; i++) {
+        struct mcs_server *srv = &r->servers[i];
+        if (srv->health != MCS_HEALTH_UP && srv->health != MCS_HEALTH_WARMING) {
+            srv->missed_flush = true;   /* what it missed was recorded in the segment */
+        }
+        srv->seg_index = MCS_SEG_NONE;
+        srv->leased = false;
+    }
+    r->seg = NULL;
+}
+
+bool
+mcs_router_shared(const struct mcs_router *r, uint32_t s)
+{
+    return is_shared(r, &r->servers[s]);
+}
+
+enum mcs_health
+mcs_router_sync(struct mcs_router *r, uint32_t s, uint64_t now_ms, enum mcs_failure *why)
+{
+    struct mcs_server *srv = &r->servers[s];
+    struct mcs_seg_health h;
+    *why = MCS_FAILURE_COUNT;
+    if (!is_shared(r, srv) || !shared_health(r, srv, &h)) {
+        return MCS_HEALTH_COUNT;
+    }
+    if (h.health == MCS_HEALTH_WARMING && now_ms >= mcs_seg_warm_until(r->seg, srv->seg_index)) {
+        /* the warm-up window is over for the host (CAS: whoever sees it first) */
+        struct mcs_seg_health from = h;
+        mcs_seg_health_move(r->seg, srv->seg_index, &from, MCS_HEALTH_UP, 0, r->pid, now_ms, 0, 0);
+        if (!shared_health(r, srv, &h)) {
+            return MCS_HEALTH_COUNT;
+        }
+    }
+    enum mcs_health before = srv->health;
+    if (word_of(&h) == srv->seg_word) {
+        /* Nothing new. A rejoin whose holder died (lease expired) is taken over:
+         * down here, so the next probe (with the lease) redoes it. */
+        if (before == MCS_HEALTH_REJOINING && !srv->leased
+            && mcs_seg_lease_until(r->seg, srv->seg_index) <= now_ms) {
+            srv->probing = false;
+            srv->retry_at_ms = now_ms;
+            set_health(r, srv, MCS_HEALTH_DOWN);
+            return before;
+        }
+        return MCS_HEALTH_COUNT;
+    }
+    srv->seg_word = word_of(&h);
+    if (srv->leased && (h.health == MCS_HEALTH_UP || h.health == MCS_HEALTH_WARMING || h.health == MCS_HEALTH_DOWN)) {
+        lease_drop(r, srv);   /* another process finished or failed this server's rejoin */
+    }
+    switch ((enum mcs_health)h.health) {
+    case MCS_HEALTH_DOWN:
+        srv->probing = false;
+        srv->retry_at_ms = bounded_time(mcs_seg_retry_at(r->seg, srv->seg_index), now_ms, r->cfg->retry_ms);
+        if (before == MCS_HEALTH_UP || before == MCS_HEALTH_WARMING) {
+            srv->down_since_ms = now_ms;
+        }
+        *why = (enum mcs_failure)mcs_seg_why(r->seg, srv->seg_index, MCS_FAILURE_COUNT);
+        set_health(r, srv, MCS_HEALTH_DOWN);
+        break;
+    case MCS_HEALTH_REJOINING:
+        srv->probing = false;
+        set_health(r, srv, MCS_HEALTH_REJOINING);
+        break;
+    case MCS_HEALTH_WARMING:
+        srv->failures = 0;
+        srv->probing = false;
+        srv->warm_until_ms = bounded_time(mcs_seg_warm_until(r->seg, srv->seg_index), now_ms,
+                                          (uint64_t)r->cfg->warmup_s * 1000);
+        set_health(r, srv, r->copies && r->cfg->warmup_s > 0 ? MCS_HEALTH_WARMING : MCS_HEALTH_UP);
+        break;
+    case MCS_HEALTH_UP:
+    case MCS_HEALTH_COUNT:
+        srv->failures = 0;
+        srv->probing = false;
+        set_health(r, srv, MCS_HEALTH_UP);
+        break;
+    }
+    return before != srv->health ? before : MCS_HEALTH_COUNT;
+}
+
+bool
+mcs_router_host_usable(struct mcs_router *r, uint32_t s)
+{
+    struct mcs_server *srv = &r->servers[s];
+    struct mcs_seg_health h;
+    if (!is_shared(r, srv)) {
+        return srv->health == MCS_HEALTH_UP || srv->health == MCS_HEALTH_WARMING;
+    }
+    return shared_health(r, srv, &h) && usable_health(h.health);
+}
+
+void
+mcs_router_publish(struct mcs_router *r)
+{
+    for (size_t i = 0; i < r->nservers; i++) {
+        struct mcs_server *srv = &r->servers[i];
+        if (!is_shared(r, srv)) {
+            continue;
+        }
+        const struct mcs_server_stats *a = &srv->stats;
+        struct mcs_server_stats *b = &srv->published;
+#define MCS_PUBLISH(name) mcs_seg_count(r->seg, srv->seg_index, MCS_SEG_C_##name, a->name - b->name);
+        MCS_PUBLISH(requests)
+        MCS_PUBLISH(errors)
+        MCS_PUBLISH(timeouts)
+        MCS_PUBLISH(failovers)
+        MCS_PUBLISH(fast_fails)
+        MCS_PUBLISH(downs)
+        MCS_PUBLISH(probes)
+        MCS_PUBLISH(rejoins)
+        MCS_PUBLISH(restarts)
+        MCS_PUBLISH(invalidations_logged)
+        MCS_PUBLISH(invalidations_replayed)
+        MCS_PUBLISH(rejoin_flushes)
+#undef MCS_PUBLISH
+        *b = *a;
+    }
 }
 
 uint64_t

@@ -34,6 +34,7 @@
 
 #include "hash/continuum.h"
 #include "preload/core/config.h"
+#include "preload/core/hostseg.h"
 #include "preload/core/keylog.h"
 #include "preload/core/stats.h"
 
@@ -90,9 +91,14 @@ struct mcs_server {
     uint64_t down_since_ms;
     uint64_t warm_until_ms;
     struct mcs_identity identity;
-    struct mcs_keylog missed;            /* keys of writes it missed while away */
-    bool     missed_flush;               /* it missed a flush_all: flush it on rejoin */
+    struct mcs_keylog missed;            /* keys of writes it missed while away (not shared) */
+    bool     missed_flush;               /* it missed a flush_all: flush it on rejoin (not shared) */
     struct mcs_server_stats stats;
+    /* host-wide state (hostseg.h), when the router shares it */
+    uint32_t seg_index;                  /* its entry, or MCS_SEG_NONE: this server is not shared */
+    uint64_t seg_word;                   /* the entry's state word this router last saw or wrote */
+    bool     leased;                     /* this process holds its probe/rejoin lease */
+    struct mcs_server_stats published;   /* counters already added to the entry */
 };
 
 #define MCS_MAX_TARGETS (MCS_MAX_REPLICAS + 1)
@@ -110,6 +116,9 @@ struct mcs_router {
     struct mcs_continuum_point *live_points;     /* eject: ring of usable primaries, owned */
     size_t nlive_points;
     bool   live_stale;                   /* eject: usability changed, rebuild before the next lookup */
+    struct mcs_seg *seg;                 /* host-wide state, or NULL (mcs_router_share) */
+    uint32_t pid;                        /* this process, for leases and "changed by" */
+    bool   seg_corrupt;                  /* a value read from seg cannot be right: the owner unshares */
 };
 
 /* Builds the ring. Returns 0, or -1 on allocation failure. */
@@ -139,9 +148,11 @@ bool mcs_router_warming(struct mcs_router *r, uint32_t s, uint64_t now_ms);
 enum mcs_health mcs_router_failed(struct mcs_router *r, uint32_t s, enum mcs_failure why, uint64_t now_ms);
 void mcs_router_succeeded(struct mcs_router *r, uint32_t s);
 
-/* Is a probe of down server s due now? mcs_router_probe_start records it sent. */
+/* Is a probe of down server s due now? mcs_router_probe_start records it sent,
+ * or returns false when another process holds the server's lease (it probes;
+ * this one looks again after retry_ms). */
 bool mcs_router_probe_due(const struct mcs_router *r, uint32_t s, uint64_t now_ms);
-void mcs_router_probe_start(struct mcs_router *r, uint32_t s);
+bool mcs_router_probe_start(struct mcs_router *r, uint32_t s, uint64_t now_ms);
 
 /* Records the identity of an up server (first contact). */
 void mcs_router_identify(struct mcs_router *r, uint32_t s, const struct mcs_identity *id);
@@ -159,6 +170,39 @@ void mcs_router_missed(struct mcs_router *r, uint32_t s, const char *key, size_t
 
 /* Server s missed a flush_all: it is flushed when it comes back from a cut. */
 void mcs_router_missed_flush(struct mcs_router *r, uint32_t s);
+
+/* ---- the host-wide state (hostseg.h) ----
+ *
+ * Shared, the router keeps its own state machine but publishes every change of
+ * a server's health to the segment and adopts the changes other processes made
+ * (mcs_router_sync), so one detection serves the host. Only the holder of a
+ * server's lease probes it and runs its rejoin; the keys a server misses go to
+ * the segment's log, so they outlive the process that wrote them. A server
+ * without an entry (table full) stays per-process. */
+
+/* Starts sharing seg (already checked) as process pid: claims each server's
+ * entry and adopts the host's view. */
+void mcs_router_share(struct mcs_router *r, struct mcs_seg *seg, uint32_t pid, uint64_t now_ms);
+
+/* Stops sharing (the segment is gone or corrupt): servers away now are flushed
+ * when they come back, since the keys they missed were in the segment. */
+void mcs_router_unshare(struct mcs_router *r);
+
+/* Adopts server s's shared state if another process changed it. Returns the
+ * health s had before if it changed (the caller logs and acts as for a local
+ * change), else MCS_HEALTH_COUNT. *why: the reason of a down. */
+enum mcs_health mcs_router_sync(struct mcs_router *r, uint32_t s, uint64_t now_ms, enum mcs_failure *why);
+
+/* Is s shared, and does this process hold its lease? */
+bool mcs_router_shared(const struct mcs_router *r, uint32_t s);
+
+/* Is s usable for the host now (its shared state up or warming)? For a server
+ * that is not shared: its own state. A write that missed s checks this after
+ * logging the key: a server that came back meanwhile is told to drop it at once. */
+bool mcs_router_host_usable(struct mcs_router *r, uint32_t s);
+
+/* Adds this process's counters since the last call to the segment's entries. */
+void mcs_router_publish(struct mcs_router *r);
 
 /* Earliest time the router needs the engine (a probe, the end of a warm-up), or UINT64_MAX. */
 uint64_t mcs_router_next_event(const struct mcs_router *r);

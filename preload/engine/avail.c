@@ -59,6 +59,10 @@ missed(struct mcs_engine *e, uint32_t s, const char *key, size_t len, bool inval
     mcs_router_missed(&e->router, s, key, len);
     if (invalidate_now && usable(e, s)) {
         send_copy(e, NULL, s, MCS_COPY_DELETE, key, len);
+    } else if (!usable(e, s) && mcs_router_shared(&e->router, s) && mcs_router_host_usable(&e->router, s)) {
+        /* Logged after another process brought s back (its last look at the log
+         * may have come before this key): s serves reads, so it drops the key now. */
+        send_copy(e, NULL, s, MCS_COPY_DELETE, key, len);
     }
 }
 
@@ -757,6 +761,8 @@ send_line(struct mcs_engine *e, enum mcs_req_kind kind, enum mcs_cmd cmd, uint32
     }
     if (kind == MCS_REQ_REJOIN) {
         e->rejoin_pending[s]++;
+        r->ticket = client_id;   /* rejoin requests go on connection 0: client_id carries the log ticket */
+        r->client_id = client_id = 0;
     }
     mcs_backend_send(e, &r->subs[0], client_id, line, n, NULL, 0);
     return true;
@@ -774,10 +780,16 @@ rejoin_abort(struct mcs_engine *e, uint32_t s)
 /* Sends the next batch of rejoin work to s: a flush (flush true, or a missed
  * flush_all, or a log that overflowed), else deletes of the keys in its log;
  * with nothing left to do, s rejoins. */
+static void rejoin_next_shared(struct mcs_engine *e, uint32_t s, bool flush);
+
 static void
 rejoin_next(struct mcs_engine *e, uint32_t s, bool flush)
 {
     struct mcs_server *srv = server(e, s);
+    if (mcs_router_shared(&e->router, s)) {
+        rejoin_next_shared(e, s, flush);
+        return;
+    }
     if (flush || srv->missed_flush || mcs_keylog_overflowed(&srv->missed)) {
         mcs_keylog_reset(&srv->missed);
         srv->missed_flush = false;
@@ -813,6 +825,88 @@ rejoin_next(struct mcs_engine *e, uint32_t s, bool flush)
     }
 }
 
+/* Keys (and a flush_all) logged for s after it came back: another process's
+ * write that missed s while it rejoined, recorded after this process's last look
+ * at the log. s serves reads now, so they go at once, as copy deletes. */
+static void
+rejoin_late(struct mcs_engine *e, uint32_t s)
+{
+    struct mcs_server *srv = server(e, s);
+    struct mcs_seg *seg = e->router.seg;
+    if (mcs_seg_flags_take(seg, srv->seg_index, MCS_SEG_F_OVERFLOW | MCS_SEG_F_FLUSH) != 0) {
+        send_line(e, MCS_REQ_REJOIN, MCS_CMD_FLUSH_ALL, s, 0, NULL, 0, "flush_all\r\n", 11);
+        return;
+    }
+    struct mcs_buf keys = { 0 };
+    uint64_t tickets[64];
+    bool stuck;
+    size_t n;
+    while ((n = mcs_seg_log_take(seg, srv->seg_index, 64, &keys, tickets, &stuck)) > 0) {
+        const char *p = mcs_buf_head(&keys);
+        for (size_t i = 0; i < n; i++) {
+            uint8_t len = (uint8_t)p[0];
+            send_copy(e, NULL, s, MCS_COPY_DELETE, p + 1, len);
+            mcs_seg_log_done(seg, tickets[i], true);
+            p += 1 + len;
+        }
+        mcs_buf_reset(&keys);
+    }
+    mcs_buf_free(&keys);
+}
+
+/* rejoin_next for a server in the host-wide segment: this process holds its
+ * lease; the keys come from the host's log, so they include those of
+ * processes that have exited. */
+static void
+rejoin_next_shared(struct mcs_engine *e, uint32_t s, bool flush)
+{
+    struct mcs_server *srv = server(e, s);
+    struct mcs_seg *seg = e->router.seg;
+    uint32_t i = srv->seg_index;
+    mcs_seg_lease_take(seg, i, e->router.pid, e->now_ms, (uint64_t)e->cfg->timeout_ms * 3 + 1000);   /* renew */
+    if (flush || (mcs_seg_flags(seg, i) & (MCS_SEG_F_OVERFLOW | MCS_SEG_F_FLUSH)) != 0) {
+        mcs_seg_flags_take(seg, i, MCS_SEG_F_OVERFLOW | MCS_SEG_F_FLUSH);
+        if (!send_line(e, MCS_REQ_REJOIN, MCS_CMD_FLUSH_ALL, s, 0, NULL, 0, "flush_all\r\n", 11)) {
+            mcs_seg_flags_set(seg, i, MCS_SEG_F_FLUSH);
+            rejoin_abort(e, s);
+        }
+        return;
+    }
+    struct mcs_buf keys = { 0 };
+    struct mcs_buf line = { 0 };
+    static uint64_t tickets[MCS_REJOIN_BATCH];   /* engine thread only */
+    bool stuck = false;
+    size_t n = mcs_seg_log_take(seg, i, MCS_REJOIN_BATCH, &keys, tickets, &stuck);
+    const char *p = mcs_buf_head(&keys);
+    for (size_t k = 0; k < n; k++) {
+        uint8_t len = (uint8_t)p[0];
+        mcs_buf_reset(&line);
+        if (mcs_copy_delete_line(&line, p + 1, len) != 0
+            || !send_line(e, MCS_REQ_REJOIN, MCS_CMD_DELETE, s, tickets[k], p + 1, len, mcs_buf_head(&line),
+                          mcs_buf_len(&line))) {
+            for (; k < n; k++) {
+                mcs_seg_log_done(seg, tickets[k], false);
+            }
+            rejoin_abort(e, s);
+            break;
+        }
+        p += 1 + len;
+    }
+    mcs_buf_free(&keys);
+    mcs_buf_free(&line);
+    if (e->rejoin_pending[s] == 0 && server(e, s)->health == MCS_HEALTH_REJOINING) {
+        if (stuck) {
+            /* A slot left half-written (a process killed mid-write, or one writing
+             * now): its key is unknown, so flushing is the only safe end. */
+            rejoin_next_shared(e, s, true);
+            return;
+        }
+        mcs_router_rejoined(&e->router, s, e->now_ms);
+        mcs_avail_note(e, s, MCS_HEALTH_REJOINING, MCS_FAILURE_COUNT);
+        rejoin_late(e, s);
+    }
+}
+
 static void
 rejoin_done(struct mcs_engine *e, struct mcs_sub *sub)
 {
@@ -820,6 +914,26 @@ rejoin_done(struct mcs_engine *e, struct mcs_sub *sub)
     uint32_t s = sub->server;
     struct mcs_server *srv = server(e, s);
     e->rejoin_pending[s]--;
+    if (mcs_router_shared(&e->router, s)) {
+        struct mcs_seg *seg = e->router.seg;
+        if (r->cmd == MCS_CMD_FLUSH_ALL) {
+            if (sub->failed) {
+                mcs_seg_flags_set(seg, srv->seg_index, MCS_SEG_F_FLUSH);
+            } else {
+                srv->stats.rejoin_flushes++;
+                mcs_seg_log_clear(seg, srv->seg_index);
+            }
+        } else {
+            mcs_seg_log_done(seg, r->ticket, !sub->failed);
+            if (!sub->failed) {
+                srv->stats.invalidations_replayed++;
+            }
+        }
+        if (e->rejoin_pending[s] == 0 && srv->health == MCS_HEALTH_REJOINING) {
+            rejoin_next_shared(e, s, false);
+        }
+        return;
+    }
     if (sub->failed) {
         if (r->cmd == MCS_CMD_FLUSH_ALL) {
             srv->missed_flush = true;
@@ -870,8 +984,11 @@ probe_done(struct mcs_engine *e, struct mcs_sub *sub)
                 srv->health == MCS_HEALTH_WARMING ? "warming up from its copies" : "in use again");
         break;
     case MCS_REJOIN_DELETES:
-        mcs_log(MCS_LOG_NOTICE, "server %s is back after a cut (same instance); deleting the %zu key(s) it missed",
-                srv->label, mcs_keylog_count(&srv->missed));
+        mcs_log(MCS_LOG_NOTICE, "server %s is back after a cut (same instance); deleting the %zu key(s) it missed%s",
+                srv->label,
+                mcs_router_shared(&e->router, s) ? mcs_seg_log_count(e->router.seg, srv->seg_index)
+                                                 : mcs_keylog_count(&srv->missed),
+                mcs_router_shared(&e->router, s) ? " (logged by the host's processes)" : "");
         rejoin_next(e, s, false);
         break;
     case MCS_REJOIN_FLUSH_ALL:
@@ -891,7 +1008,9 @@ mcs_avail_tick(struct mcs_engine *e)
     }
     for (uint32_t s = 0; s < e->router.nservers; s++) {
         if (mcs_router_probe_due(&e->router, s, e->now_ms)) {
-            mcs_router_probe_start(&e->router, s);
+            if (!mcs_router_probe_start(&e->router, s, e->now_ms)) {
+                continue;   /* another process of the host probes it */
+            }
             mcs_log(MCS_LOG_DEBUG, "probing %s", server(e, s)->label);
             if (!send_line(e, MCS_REQ_PROBE, MCS_CMD_STATS, s, 0, NULL, 0, "stats\r\n", 7)) {
                 mcs_router_failed(&e->router, s, MCS_FAILURE_CONNECT, e->now_ms);   /* try again later */
@@ -919,6 +1038,24 @@ mcs_avail_connected(struct mcs_engine *e, struct mcs_backend *b)
     }
 }
 
+/* Adopts what the host's other processes found out about each server (a down,
+ * a rejoin), before this loop's requests are routed. */
+void
+mcs_avail_sync(struct mcs_engine *e)
+{
+    if (e->router.seg == NULL) {
+        return;
+    }
+    for (uint32_t s = 0; s < e->router.nservers; s++) {
+        enum mcs_failure why;
+        enum mcs_health before = mcs_router_sync(&e->router, s, e->now_ms, &why);
+        if (before != MCS_HEALTH_COUNT) {
+            mcs_avail_note(e, s, before, why == MCS_FAILURE_COUNT ? MCS_FAILURE_PROTOCOL : why);
+            e->tick_ms = 0;   /* probe and warm-up times moved */
+        }
+    }
+}
+
 /* Logs a server's state change (one line each) and acts on it. */
 void
 mcs_avail_note(struct mcs_engine *e, uint32_t s, enum mcs_health before, enum mcs_failure why)
@@ -930,8 +1067,8 @@ mcs_avail_note(struct mcs_engine *e, uint32_t s, enum mcs_health before, enum mc
     switch (srv->health) {
     case MCS_HEALTH_DOWN:
         if (before == MCS_HEALTH_UP || before == MCS_HEALTH_WARMING) {
-            mcs_log(MCS_LOG_WARN, "server %s is down (%s, %u failure(s)); %s; probing every %u ms", srv->label,
-                    mcs_failure_name(why), srv->failures,
+            mcs_log(MCS_LOG_WARN, "server %s is down (%s, %u failure(s)%s); %s; probing every %u ms", srv->label,
+                    mcs_failure_name(why), srv->failures, srv->failures == 0 ? " here, found by another process" : "",
                     e->failover ? "its keys go to their copies" : "its keys miss and its writes fail",
                     e->cfg->retry_ms);
             mcs_backend_abort_server(e, s);

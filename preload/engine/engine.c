@@ -337,6 +337,7 @@ engine_main(void *arg)
         if (why != NULL) {
             goto stop;
         }
+        mcs_avail_sync(e);
         for (int i = 0; i < n; i++) {
             uintptr_t tag = (uintptr_t)evs[i].data.u64;
             if (tag == MCS_TAG_WAKEUP) {
@@ -352,6 +353,7 @@ engine_main(void *arg)
         }
         mcs_backend_check_timeouts(e);
         mcs_avail_tick(e);
+        mcs_share_tick(e);
         flush_dirty(e);
     }
 stop:
@@ -441,6 +443,7 @@ engine_create(const struct mcs_config *cfg)
         err = errno;
         goto error;
     }
+    mcs_share_attach(e);
     return b;
 
 error:

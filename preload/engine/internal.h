@@ -124,6 +124,7 @@ struct mcs_request {
     uint8_t  ntargets;
     uint8_t  tried;             /* index in targets of the server asked */
     struct mcs_identity id;     /* probe/identify: what the server said */
+    uint64_t ticket;            /* rejoin delete of a key from the host's log: its slot (hostseg.h) */
     uint64_t uptime;
     uint64_t unix_time;
 };
@@ -197,6 +198,9 @@ struct mcs_engine {
     uint64_t next_client_id;
     bool     failover;          /* keys have somewhere else to go (copies, or eject) */
     uint32_t *rejoin_pending;   /* per server: rejoin requests in flight */
+    uint64_t share_next_ms;     /* next heartbeat to the host-wide segment */
+    uint64_t share_reclaim_ms;  /* next sweep of dead processes' slots */
+    uint32_t share_slot;        /* this process's slot in it */
     uint32_t spin_score;        /* how often polling caught a reply, 0..1024 */
     uint32_t spin_skips;
     long     pid;
@@ -248,6 +252,11 @@ enum mcs_resp_status mcs_avail_meta_reply(struct mcs_engine *e, struct mcs_sub *
                                           size_t *used);
 void mcs_avail_stat(struct mcs_request *r, const char *line, size_t len);
 void mcs_avail_drop_key(struct mcs_engine *e, struct mcs_client *c, const char *key, size_t len);
+void mcs_avail_sync(struct mcs_engine *e);
+
+/* share.c: the host-wide state segment, for this process */
+void mcs_share_attach(struct mcs_engine *e);
+void mcs_share_tick(struct mcs_engine *e);
 
 /* binproto.c: binary clients */
 void mcs_bin_dispatch(struct mcs_engine *e, struct mcs_client *c, const char *buf, const struct mcs_bin_req *q);

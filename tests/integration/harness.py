@@ -347,9 +347,36 @@ class Cluster:
         return res
 
 
+# The host-wide state segment (MCSHIM_SHARED) of the shim processes a test starts:
+# one file per test and server list, in a directory removed when the run ends, so
+# a server one test left down is not down for the next test's processes.
+SEG_DIR = tempfile.mkdtemp(prefix="mcshim-seg-")
+atexit.register(shutil.rmtree, SEG_DIR, True)
+_current_test = [""]
+_unittest_run = unittest.TestCase.run
+
+
+def _run_noting_test(self, result=None):
+    _current_test[0] = self.id()
+    return _unittest_run(self, result)
+
+
+unittest.TestCase.run = _run_noting_test
+
+
+def segment_path(servers, test=None):
+    """The MCSHIM_SHARED file preload_env gives the current test's processes for servers."""
+    tag = "%s|%s" % (_current_test[0] if test is None else test, servers)
+    return os.path.join(SEG_DIR, hashlib.sha1(tag.encode()).hexdigest()[:16] + ".seg")
+
+
 def preload_env(servers, intercept, extra=None, base=None):
-    """Environment for a client process running under the shim."""
+    """Environment for a client process running under the shim. Unless extra or
+    base sets MCSHIM_SHARED, the process shares host-wide state with the other
+    processes of the same test and server list only (segment_path)."""
     env = dict(base if base is not None else os.environ)
+    if "MCSHIM_SHARED" not in env or base is None:
+        env["MCSHIM_SHARED"] = segment_path(servers)
     preload = [LIB]
     if SANITIZE:
         # The sanitizer runtime must come first in LD_PRELOAD for an uninstrumented host.

@@ -166,6 +166,8 @@ test_var_table(void **state)
         { MCS_VAR_EJECT, "MCSHIM_EJECT", "0" },
         { MCS_VAR_REJOIN, "MCSHIM_REJOIN", "replay" },
         { MCS_VAR_REJOIN_LOG, "MCSHIM_REJOIN_LOG", "10000" },
+        { MCS_VAR_SHARED, "MCSHIM_SHARED", "" },
+        { MCS_VAR_SHARED_MODE, "MCSHIM_SHARED_MODE", "0600" },
         { MCS_VAR_LOG_LEVEL, "MCSHIM_LOG_LEVEL", "notice" },
     };
     assert_int_equal(NELEM(want), MCS_VAR_COUNT);
@@ -625,6 +627,32 @@ test_error_line_bounded(void **state)
     free(huge);
 }
 
+/* MCSHIM_SHARED: empty (default path), an absolute path, or off; MCSHIM_SHARED_MODE: 0600 or 0660. */
+static void
+test_shared(void **state)
+{
+    (void)state;
+    struct mcs_config c;
+    expect_var_ok(&c, "MCSHIM_SHARED", "");
+    assert_string_equal(c.shared, "");
+    assert_int_equal(c.shared_mode, 0600);
+    mcs_config_free(&c);
+    expect_var_ok(&c, "MCSHIM_SHARED", "/run/user/1000/mcshim.seg");
+    assert_string_equal(c.shared, "/run/user/1000/mcshim.seg");
+    mcs_config_free(&c);
+    expect_var_ok(&c, "MCSHIM_SHARED", "off");
+    assert_string_equal(c.shared, "off");
+    mcs_config_free(&c);
+    expect_var_ok(&c, "MCSHIM_SHARED_MODE", "0660");
+    assert_int_equal(c.shared_mode, 0660);
+    mcs_config_free(&c);
+    expect_var_error("MCSHIM_SHARED", "relative/path.seg");
+    expect_var_error("MCSHIM_SHARED", "on");
+    expect_var_error("MCSHIM_SHARED_MODE", "0644");
+    expect_var_error("MCSHIM_SHARED_MODE", "0666");
+    expect_var_error("MCSHIM_SHARED_MODE", "");
+}
+
 int
 main(void)
 {
@@ -644,6 +672,7 @@ main(void)
         cmocka_unit_test(test_intercept),
         cmocka_unit_test(test_availability),
         cmocka_unit_test(test_error_line_bounded),
+        cmocka_unit_test(test_shared),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -384,7 +384,7 @@ test_health_probe_cycle(void **state)
     struct mcs_router *r = &f->r;
     assert_int_equal(mcs_router_failed(r, 0, MCS_FAILURE_CONNECT, 0), MCS_HEALTH_UP);
     assert_true(mcs_router_probe_due(r, 0, 1000));
-    mcs_router_probe_start(r, 0);
+    mcs_router_probe_start(r, 0, 0);
     assert_int_equal(r->servers[0].stats.probes, 1);
     assert_false(mcs_router_probe_due(r, 0, 1000));
     assert_int_equal(mcs_router_next_event(r), UINT64_MAX);   /* nothing to do until it answers */
@@ -423,7 +423,7 @@ down_and_probe(struct mcs_router *r, uint32_t s, uint64_t now)
 {
     assert_int_not_equal(mcs_router_failed(r, s, MCS_FAILURE_TIMEOUT, now), MCS_HEALTH_COUNT);
     assert_true(mcs_router_probe_due(r, s, now + 1000));
-    mcs_router_probe_start(r, s);
+    mcs_router_probe_start(r, s, 0);
 }
 
 /* Restart (new pid or start time): nothing to replay, warming for warmup_s. */
@@ -632,7 +632,7 @@ test_targets_eject(void **state)
     }
     assert_true(moved > 100);
     /* back: the ring is whole again */
-    mcs_router_probe_start(r, 2);
+    mcs_router_probe_start(r, 2, 0);
     mcs_router_probe_ok(r, 2, &id_a, 5000);
     for (unsigned i = 0; i < 1000; i++) {
         char key[32];
