@@ -324,6 +324,24 @@ mcs_seg_count(struct mcs_seg *seg, uint32_t i, enum mcs_seg_counter c, uint64_t 
 
 /* ---- missed-writes log ---- */
 
+/* One key of server i left the log (the count never goes below zero). */
+static void
+log_keys_drop(struct mcs_seg *seg, uint32_t i)
+{
+    if (i >= MCS_SEG_SERVERS) {
+        return;
+    }
+    uint64_t n = LD(&seg->servers[i].log_keys);
+    while (n > 0 && !CAS(&seg->servers[i].log_keys, &n, n - 1)) {
+    }
+}
+
+uint64_t
+mcs_seg_log_keys(const struct mcs_seg *seg, uint32_t i)
+{
+    return i < MCS_SEG_SERVERS ? LD(&seg->servers[i].log_keys) : 0;
+}
+
 #define SLOT_ST(w)   ((w) & 3u)
 #define SLOT_GEN(w)  ((w) & ~3u)
 #define SLOT_NEXT(w) (SLOT_GEN(w) + 4u)
@@ -371,6 +389,7 @@ mcs_seg_log_add(struct mcs_seg *seg, uint32_t i, const char *key, size_t len)
                 ST(&s->len, (uint16_t)len);
                 memcpy(s->key, key, len);
                 __atomic_store_n(&s->state, SLOT_NEXT(w) | MCS_SEG_SLOT_READY, __ATOMIC_SEQ_CST);
+                __atomic_add_fetch(&seg->servers[i].log_keys, 1, __ATOMIC_RELAXED);
                 return MCS_SEG_OK;
             }
             break;
@@ -406,7 +425,9 @@ mcs_seg_log_take(struct mcs_seg *seg, uint32_t i, size_t max, struct mcs_buf *ke
         if (len == 0 || len > MCS_SEG_KEY_MAX) {
             /* Not a key this code wrote: its key is lost, so the server is flushed. */
             mcs_seg_flags_set(seg, i, MCS_SEG_F_OVERFLOW);
-            CAS(&s->state, &taking, SLOT_NEXT(taking) | MCS_SEG_SLOT_EMPTY);
+            if (CAS(&s->state, &taking, SLOT_NEXT(taking) | MCS_SEG_SLOT_EMPTY)) {
+                log_keys_drop(seg, i);
+            }
             continue;
         }
         memcpy(key, s->key, len);
@@ -430,12 +451,18 @@ mcs_seg_log_done(struct mcs_seg *seg, uint64_t ticket, bool done)
         return;
     }
     uint32_t to = done ? (SLOT_NEXT(w) | MCS_SEG_SLOT_EMPTY) : (SLOT_GEN(w) | MCS_SEG_SLOT_READY);
-    CAS(&seg->slots[k].state, &w, to);   /* fails if another replay took it over: it decides */
+    uint32_t server = LD(&seg->slots[k].server);
+    if (CAS(&seg->slots[k].state, &w, to) && done) {   /* fails if another replay took it over: it decides */
+        log_keys_drop(seg, server);
+    }
 }
 
 void
 mcs_seg_log_clear(struct mcs_seg *seg, uint32_t i)
 {
+    if (i >= MCS_SEG_SERVERS) {
+        return;
+    }
     for (uint32_t k = 0; k < MCS_SEG_SLOTS; k++) {
         struct mcs_seg_slot *s = &seg->slots[k];
         uint32_t w = LD(&s->state);
@@ -443,6 +470,7 @@ mcs_seg_log_clear(struct mcs_seg *seg, uint32_t i)
             CAS(&s->state, &w, SLOT_NEXT(w) | MCS_SEG_SLOT_EMPTY);
         }
     }
+    ST(&seg->servers[i].log_keys, 0);
 }
 
 size_t

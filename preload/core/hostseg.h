@@ -102,6 +102,7 @@ struct mcs_seg_server {
     uint32_t lease_pid;
     uint32_t flags;               /* MCS_SEG_F_* */
     uint64_t instance;            /* memcached instance last seen: pid << 32 | start time (unix s, low 32 bits) */
+    uint64_t log_keys;            /* its keys in the log (kept with every add and free; a hint, not a bound) */
     uint64_t counters[MCS_SEG_COUNTER_COUNT];
 };
 
@@ -242,7 +243,11 @@ void mcs_seg_log_done(struct mcs_seg *seg, uint64_t ticket, bool done);
 /* Frees every slot of server i (a restart, or a flush, made them moot). */
 void mcs_seg_log_clear(struct mcs_seg *seg, uint32_t i);
 
-/* Keys of server i in the log (ready or taking). */
+/* Server i's count of logged keys, kept by add/done/clear (cheap; possibly off
+ * after a process died mid-update or the segment was scribbled on). */
+uint64_t mcs_seg_log_keys(const struct mcs_seg *seg, uint32_t i);
+
+/* Keys of server i in the log (ready or taking), by scanning the table. */
 size_t mcs_seg_log_count(const struct mcs_seg *seg, uint32_t i);
 
 /* ---- processes ---- */

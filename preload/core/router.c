@@ -537,7 +537,9 @@ mcs_router_missed(struct mcs_router *r, uint32_t s, const char *key, size_t len)
 {
     struct mcs_server *srv = &r->servers[s];
     if (is_shared(r, srv)) {
-        if (mcs_seg_log_add(r->seg, srv->seg_index, key, len) == MCS_SEG_OK) {
+        if (mcs_seg_log_keys(r->seg, srv->seg_index) >= r->cfg->rejoin_log) {
+            mcs_seg_flags_set(r->seg, srv->seg_index, MCS_SEG_F_OVERFLOW);   /* MCSHIM_REJOIN_LOG */
+        } else if (mcs_seg_log_add(r->seg, srv->seg_index, key, len) == MCS_SEG_OK) {
             srv->stats.invalidations_logged++;
         }
     } else if (mcs_keylog_add(&srv->missed, key, len) == 0) {

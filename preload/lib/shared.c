@@ -126,7 +126,8 @@ mcs_shared_proc_ticket(long pid)
     return v;
 }
 
-/* Is the file fd describes one this process may use? Returns 0 or -1 with err. */
+/* Is the file fd describes one this process may use? Returns 0; 1 if it is,
+ * but not of this version's size; -1 if not (err says why). */
 static int
 check_file(int fd, unsigned mode, const char *path, struct stat *st, char *err, size_t errlen)
 {
@@ -161,7 +162,7 @@ check_file(int fd, unsigned mode, const char *path, struct stat *st, char *err, 
     if ((uint64_t)st->st_size != MCS_SEG_SIZE) {
         snprintf(err, errlen, "MCSHIM_SHARED: %s is %lld bytes, not a segment of this version (%zu)", path,
                  (long long)st->st_size, (size_t)MCS_SEG_SIZE);
-        return -1;
+        return 1;   /* ours, but of another version (or cut short): rebuilt when writing */
     }
     return 0;
 }
@@ -246,9 +247,14 @@ mcs_shared_map(struct mcs_shared *sh, const char *path, unsigned mode, bool writ
             continue;   /* open what is there now: ours, or another process's */
         }
         struct stat st;
-        if (check_file(fd, mode, path, &st, err, errlen) != 0) {
+        int fit = check_file(fd, mode, path, &st, err, errlen);
+        if (fit != 0) {
             raw_close(fd);
-            goto out;
+            if (fit < 0 || !write || rebuilt || create_segment(path, mode, true, err, errlen) < 0) {
+                goto out;
+            }
+            rebuilt = true;
+            continue;
         }
         void *m = mmap(NULL, MCS_SEG_SIZE, write ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
         raw_close(fd);
