@@ -660,6 +660,193 @@ test_names(void **state)
     assert_string_equal(mcs_failure_name(MCS_FAILURE_COUNT), "?");
 }
 
+/* Two processes (two routers) share one segment ---------------------------- */
+
+struct host {
+    struct mcs_config cfg;
+    struct mcs_router a, b;     /* "process" 101 and "process" 102 */
+    struct mcs_seg *seg;
+};
+
+static struct host *
+host_new(void **state)
+{
+    struct host *h = calloc(1, sizeof(*h));
+    assert_non_null(h);
+    *state = h;
+    make_config(&h->cfg, 4, MCS_DIST_KETAMA, 1, 1000);
+    h->cfg.nprimaries = 3;
+    h->cfg.nbackups = 1;
+    h->cfg.replicas = 1;
+    h->cfg.warmup_s = 60;
+    h->cfg.rejoin_log = 100;
+    h->seg = calloc(1, MCS_SEG_SIZE);
+    assert_non_null(h->seg);
+    static const uint8_t boot[16] = { 1 };
+    mcs_seg_format(h->seg, boot, 0);
+    assert_int_equal(mcs_router_init(&h->a, &h->cfg), 0);
+    assert_int_equal(mcs_router_init(&h->b, &h->cfg), 0);
+    mcs_router_share(&h->a, h->seg, 101, 0);
+    mcs_router_share(&h->b, h->seg, 102, 0);
+    return h;
+}
+
+static int
+host_teardown(void **state)
+{
+    struct host *h = *state;
+    if (h != NULL) {
+        mcs_router_free(&h->a);
+        mcs_router_free(&h->b);
+        mcs_config_free(&h->cfg);
+        free(h->seg);
+        free(h);
+        *state = NULL;
+    }
+    return 0;
+}
+
+static enum mcs_health
+sync_one(struct mcs_router *r, uint32_t s, uint64_t now)
+{
+    enum mcs_failure why;
+    return mcs_router_sync(r, s, now, &why);
+}
+
+/* A down found by one process is the other's at its next sync, with the reason;
+ * a third process that shares later starts with it. */
+static void
+test_shared_down_is_adopted(void **state)
+{
+    struct host *h = host_new(state);
+    assert_int_equal(sync_one(&h->b, 1, 0), MCS_HEALTH_COUNT);
+    assert_int_equal(mcs_router_failed(&h->a, 1, MCS_FAILURE_TIMEOUT, 100), MCS_HEALTH_UP);
+    enum mcs_failure why;
+    assert_int_equal(mcs_router_sync(&h->b, 1, 150, &why), MCS_HEALTH_UP);
+    assert_int_equal(why, MCS_FAILURE_TIMEOUT);
+    assert_int_equal(h->b.servers[1].health, MCS_HEALTH_DOWN);
+    assert_int_equal(h->b.servers[1].retry_at_ms, 1100);   /* the host's retry time, not its own */
+    assert_int_equal(sync_one(&h->b, 1, 200), MCS_HEALTH_COUNT);   /* once */
+    assert_int_equal(h->b.servers[1].stats.downs, 0);   /* counted once, by the finder */
+    struct mcs_router c;
+    assert_int_equal(mcs_router_init(&c, &h->cfg), 0);
+    mcs_router_share(&c, h->seg, 103, 300);
+    assert_int_equal(sync_one(&c, 1, 300), MCS_HEALTH_UP);
+    assert_false(mcs_router_usable(&c, 1, 300));
+    mcs_router_free(&c);
+}
+
+/* One prober at a time: the lease. A failed probe delays everyone's next one. */
+static void
+test_shared_probe_lease(void **state)
+{
+    struct host *h = host_new(state);
+    mcs_router_failed(&h->a, 2, MCS_FAILURE_TIMEOUT, 0);
+    sync_one(&h->b, 2, 0);
+    assert_true(mcs_router_probe_due(&h->a, 2, 1000));
+    assert_true(mcs_router_probe_due(&h->b, 2, 1000));
+    assert_true(mcs_router_probe_start(&h->b, 2, 1000));
+    assert_false(mcs_router_probe_start(&h->a, 2, 1000));   /* b holds the lease */
+    assert_false(mcs_router_probe_due(&h->a, 2, 1500));
+    assert_int_equal(h->a.servers[2].stats.probes, 0);
+    /* b's probe fails: the host waits retry_ms; a may probe after that, not before */
+    assert_int_equal(mcs_router_failed(&h->b, 2, MCS_FAILURE_TIMEOUT, 1200), MCS_HEALTH_COUNT);
+    assert_false(mcs_router_probe_start(&h->a, 2, 2100));
+    assert_true(mcs_router_probe_start(&h->a, 2, 2200));
+    /* a's probe never answers (a died): the lease expires, b takes over */
+    assert_false(mcs_router_probe_start(&h->b, 2, 3300));
+    assert_true(mcs_router_probe_start(&h->b, 2, 2200 + 3 * 1000 + 1000));
+}
+
+/* Keys logged by a process that is gone are replayed by whoever rejoins the
+ * server; the others follow its states: rejoining (unusable), then warming. */
+static void
+test_shared_rejoin_uses_the_host_log(void **state)
+{
+    struct host *h = host_new(state);
+    mcs_router_identify(&h->a, 0, &id_a);
+    mcs_router_failed(&h->a, 0, MCS_FAILURE_TIMEOUT, 0);
+    mcs_router_missed(&h->a, 0, "gone-writer-1", 13);
+    mcs_router_missed(&h->a, 0, "gone-writer-2", 13);
+    mcs_router_free(&h->a);   /* process a exits */
+    assert_int_equal(mcs_router_init(&h->a, &h->cfg), 0);
+    sync_one(&h->b, 0, 10);
+    assert_true(mcs_router_probe_due(&h->b, 0, 1000));
+    assert_true(mcs_router_probe_start(&h->b, 0, 1000));
+    /* b never saw the server before: the host's memory of the instance says "cut" */
+    assert_int_equal(mcs_router_probe_ok(&h->b, 0, &id_a_later, 1010), MCS_REJOIN_DELETES);
+    assert_int_equal(mcs_seg_log_count(h->seg, h->b.servers[0].seg_index), 2);
+    struct mcs_router c;
+    assert_int_equal(mcs_router_init(&c, &h->cfg), 0);
+    mcs_router_share(&c, h->seg, 103, 1020);
+    sync_one(&c, 0, 1020);
+    assert_int_equal(c.servers[0].health, MCS_HEALTH_REJOINING);
+    /* the replay (the engine's part) empties the log; b ends the rejoin */
+    struct mcs_buf keys = { 0 };
+    uint64_t tickets[4];
+    bool stuck;
+    assert_int_equal(mcs_seg_log_take(h->seg, h->b.servers[0].seg_index, 4, &keys, tickets, &stuck), 2);
+    mcs_seg_log_done(h->seg, tickets[0], true);
+    mcs_seg_log_done(h->seg, tickets[1], true);
+    mcs_buf_free(&keys);
+    mcs_router_rejoined(&h->b, 0, 1100);
+    assert_int_equal(h->b.servers[0].health, MCS_HEALTH_WARMING);
+    assert_int_equal(sync_one(&c, 0, 1200), MCS_HEALTH_REJOINING);
+    assert_int_equal(c.servers[0].health, MCS_HEALTH_WARMING);
+    assert_int_equal(c.servers[0].warm_until_ms, 1100 + 60000);
+    assert_true(mcs_router_host_usable(&c, 0));
+    /* the window ends for the host */
+    assert_int_equal(sync_one(&c, 0, 61100), MCS_HEALTH_WARMING);
+    assert_int_equal(c.servers[0].health, MCS_HEALTH_UP);
+    mcs_router_free(&c);
+}
+
+/* A restart seen by the prober empties the host's log: an empty server holds nothing stale. */
+static void
+test_shared_restart_clears_the_log(void **state)
+{
+    struct host *h = host_new(state);
+    mcs_router_identify(&h->a, 1, &id_a);
+    mcs_router_failed(&h->a, 1, MCS_FAILURE_TIMEOUT, 0);
+    mcs_router_missed(&h->a, 1, "k", 1);
+    sync_one(&h->b, 1, 0);
+    assert_true(mcs_router_probe_start(&h->b, 1, 1000));
+    assert_int_equal(mcs_router_probe_ok(&h->b, 1, &id_c, 1001), MCS_REJOIN_NOTHING);
+    assert_int_equal(mcs_seg_log_count(h->seg, h->b.servers[1].seg_index), 0);
+    assert_int_equal(sync_one(&h->a, 1, 1002), MCS_HEALTH_DOWN);
+    assert_int_equal(h->a.servers[1].health, MCS_HEALTH_WARMING);
+}
+
+/* MCSHIM_REJOIN_LOG bounds the host's log per server: beyond it, flush on rejoin. */
+static void
+test_shared_log_limit_flushes(void **state)
+{
+    struct host *h = host_new(state);
+    h->cfg.rejoin_log = 2;
+    mcs_router_identify(&h->a, 0, &id_a);
+    mcs_router_failed(&h->a, 0, MCS_FAILURE_TIMEOUT, 0);
+    mcs_router_missed(&h->a, 0, "k1", 2);
+    mcs_router_missed(&h->b, 0, "k2", 2);
+    mcs_router_missed(&h->b, 0, "k3", 2);
+    assert_true(mcs_router_probe_start(&h->a, 0, 1000));
+    assert_int_equal(mcs_router_probe_ok(&h->a, 0, &id_a, 1001), MCS_REJOIN_FLUSH_ALL);
+}
+
+/* A state word that is no state: the router gives the segment up (the engine unshares). */
+static void
+test_shared_corrupt_state(void **state)
+{
+    struct host *h = host_new(state);
+    h->seg->servers[h->b.servers[3].seg_index].state = 0x1234567;   /* health 0x67 */
+    assert_int_equal(sync_one(&h->b, 3, 0), MCS_HEALTH_COUNT);
+    assert_true(h->b.seg_corrupt);
+    mcs_router_failed(&h->b, 3, MCS_FAILURE_TIMEOUT, 0);
+    mcs_router_unshare(&h->b);
+    assert_null(h->b.seg);
+    assert_true(h->b.servers[3].missed_flush);   /* its missed keys were in the segment */
+    assert_false(h->b.servers[0].missed_flush);
+}
+
 int
 main(void)
 {
@@ -684,6 +871,12 @@ main(void)
         cmocka_unit_test_teardown(test_targets_primary_unchanged_by_backup, fixture_teardown),
         cmocka_unit_test_teardown(test_targets_eject, fixture_teardown),
         cmocka_unit_test(test_names),
+        cmocka_unit_test_teardown(test_shared_down_is_adopted, host_teardown),
+        cmocka_unit_test_teardown(test_shared_probe_lease, host_teardown),
+        cmocka_unit_test_teardown(test_shared_rejoin_uses_the_host_log, host_teardown),
+        cmocka_unit_test_teardown(test_shared_restart_clears_the_log, host_teardown),
+        cmocka_unit_test_teardown(test_shared_log_limit_flushes, host_teardown),
+        cmocka_unit_test_teardown(test_shared_corrupt_state, host_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
