@@ -62,6 +62,21 @@ share_map(const struct mcs_config *cfg)
     return seg;
 }
 
+static void reclaim(struct mcs_seg *seg);
+
+/* Claims this process's slot; with the table full, frees dead processes' slots first. */
+static uint32_t
+proc_attach(struct mcs_seg *seg, long pid, const char *comm, uint64_t now_ms)
+{
+    uint64_t ticket = mcs_shared_proc_ticket(pid);
+    uint32_t slot = mcs_seg_proc_attach(seg, (uint32_t)pid, ticket, comm, now_ms);
+    if (slot == MCS_SEG_NONE) {
+        reclaim(seg);
+        slot = mcs_seg_proc_attach(seg, (uint32_t)pid, ticket, comm, now_ms);
+    }
+    return slot;
+}
+
 void
 mcs_share_attach(struct mcs_engine *e)
 {
@@ -75,7 +90,7 @@ mcs_share_attach(struct mcs_engine *e)
     prctl(PR_GET_NAME, comm, 0, 0, 0);
     errno = saved;
     uint32_t pid = (uint32_t)e->pid;
-    e->share_slot = mcs_seg_proc_attach(seg, pid, mcs_shared_proc_ticket(e->pid), comm, e->now_ms);
+    e->share_slot = proc_attach(seg, e->pid, comm, e->now_ms);
     mcs_router_share(&e->router, seg, pid, e->now_ms);
     e->share_next_ms = e->now_ms + MCS_SHARE_TICK_MS;
     e->share_reclaim_ms = e->now_ms;   /* sweep at the first tick */
@@ -152,7 +167,7 @@ mcs_share_tick(struct mcs_engine *e)
         __atomic_store_n(&p->requests, e->stats.requests, __ATOMIC_RELEASE);
         __atomic_store_n(&p->servers_down, away, __ATOMIC_RELEASE);
     } else {
-        e->share_slot = mcs_seg_proc_attach(seg, (uint32_t)e->pid, mcs_shared_proc_ticket(e->pid), "?", e->now_ms);
+        e->share_slot = proc_attach(seg, e->pid, "?", e->now_ms);
     }
     if (e->now_ms >= e->share_reclaim_ms) {
         e->share_reclaim_ms = e->now_ms + MCS_SHARE_RECLAIM_MS;
