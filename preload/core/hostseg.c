@@ -332,7 +332,10 @@ log_keys_drop(struct mcs_seg *seg, uint32_t i)
         return;
     }
     uint64_t n = LD(&seg->servers[i].log_keys);
-    while (n > 0 && !CAS(&seg->servers[i].log_keys, &n, n - 1)) {
+    for (int attempt = 0; attempt < 64 && n > 0; attempt++) {   /* bounded: a scribbler cannot hold us */
+        if (CAS(&seg->servers[i].log_keys, &n, n - 1)) {
+            break;
+        }
     }
 }
 
