@@ -274,7 +274,7 @@ uint32_t
 mcs_seg_why(const struct mcs_seg *seg, uint32_t i, uint32_t count)
 {
     uint32_t w = i < MCS_SEG_SERVERS ? LD(&seg->servers[i].why) : count;
-    return w < count ? w : count - 1;
+    return w < count || count == 0 ? w : count - 1;
 }
 
 uint64_t
@@ -377,17 +377,21 @@ mcs_seg_log_add(struct mcs_seg *seg, uint32_t i, const char *key, size_t len)
         return MCS_SEG_FULL;
     }
     uint32_t start = slot_start(i, key, len);
-    for (uint32_t n = 0; n < MCS_SEG_PROBES; n++) {
-        struct mcs_seg_slot *s = &seg->slots[(start + n) & (MCS_SEG_SLOTS - 1)];
-        uint32_t w = LD_SC(&s->state);
-        switch (SLOT_ST(w)) {
-        case MCS_SEG_SLOT_READY:
-            if (slot_holds(s, w, i, key, len)) {
-                return MCS_SEG_OK;
+    /* The whole probe sequence is looked at for the key first (a slot before it
+     * may have been freed since it was written), then the first empty slot is
+     * claimed. Two processes adding the same key at once may both claim one:
+     * a duplicate costs a slot and a second delete, nothing else. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (uint32_t n = 0; n < MCS_SEG_PROBES; n++) {
+            struct mcs_seg_slot *s = &seg->slots[(start + n) & (MCS_SEG_SLOTS - 1)];
+            uint32_t w = LD_SC(&s->state);
+            if (pass == 0) {
+                if (SLOT_ST(w) == MCS_SEG_SLOT_READY && slot_holds(s, w, i, key, len)) {
+                    return MCS_SEG_OK;
+                }
+                continue;   /* writing, or taking: a replay deletes it (logged again, the key goes elsewhere) */
             }
-            break;
-        case MCS_SEG_SLOT_EMPTY:
-            if (CAS(&s->state, &w, SLOT_NEXT(w) | MCS_SEG_SLOT_WRITING)) {
+            if (SLOT_ST(w) == MCS_SEG_SLOT_EMPTY && CAS(&s->state, &w, SLOT_NEXT(w) | MCS_SEG_SLOT_WRITING)) {
                 ST(&s->server, (uint16_t)i);
                 ST(&s->len, (uint16_t)len);
                 memcpy(s->key, key, len);
@@ -395,9 +399,6 @@ mcs_seg_log_add(struct mcs_seg *seg, uint32_t i, const char *key, size_t len)
                 __atomic_add_fetch(&seg->servers[i].log_keys, 1, __ATOMIC_RELAXED);
                 return MCS_SEG_OK;
             }
-            break;
-        default:   /* writing, or taking: a replay deletes it (a taken key logged again goes elsewhere) */
-            break;
         }
     }
     mcs_seg_flags_set(seg, i, MCS_SEG_F_OVERFLOW);
