@@ -46,10 +46,12 @@ TOOL_BIN  = $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
 
 LIB      = $(BUILD)/libmcshim.so
 CORE_A   = $(BUILD)/libmcscore.a
+STATS    = $(BUILD)/mcshim-stats
+SHARED_O = $(call obj,preload/lib/shared.c)
 
 .PHONY: all test unit integration check-core test-sanitize demo bench fuzz fuzz-short install clean deps
 
-all: $(LIB) $(TOOL_BIN)
+all: $(LIB) $(TOOL_BIN) $(STATS)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -70,6 +72,15 @@ $(BUILD)/tests/%: tests/unit/%.c $(CORE_A)
 $(BUILD)/tools/%: tests/tools/%.c $(CORE_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(MCS_CFLAGS) $(CFLAGS) -o $@ $< $(CORE_A) $(LDFLAGS)
+
+# `mcshim stats` (tools/mcshim-stats.c) and the test helper that writes segments both map the
+# segment file with preload/lib/shared.c (libc only).
+$(STATS): $(call obj,tools/mcshim-stats.c) $(SHARED_O) $(CORE_A)
+	$(CC) -o $@ $^ $(SAN_FLAGS) $(CFLAGS) $(LDFLAGS)
+
+$(BUILD)/tools/segwrite: tests/tools/segwrite.c $(SHARED_O) $(CORE_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(MCS_CFLAGS) $(CFLAGS) -o $@ $^ $(LDFLAGS)
 
 # The sans-IO core must not reach the OS: no sockets, threads, clocks, environment or stdio.
 FORBIDDEN = socket connect accept read write send recv sendmsg recvmsg poll epoll_wait epoll_ctl select \
@@ -141,9 +152,10 @@ bench: all
 	@scripts/deps bench
 	scripts/bench
 
-install: $(LIB)
-	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/doc/mcshim
+install: $(LIB) $(STATS)
+	install -d $(DESTDIR)$(PREFIX)/lib/mcshim $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/doc/mcshim
 	install -m 0755 $(LIB) $(DESTDIR)$(PREFIX)/lib/libmcshim.so
+	install -m 0755 $(STATS) $(DESTDIR)$(PREFIX)/lib/mcshim/mcshim-stats
 	sed 's|@LIBDIR@|$(PREFIX)/lib|' scripts/mcshim > $(DESTDIR)$(PREFIX)/bin/mcshim
 	chmod 0755 $(DESTDIR)$(PREFIX)/bin/mcshim
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/mcshim/

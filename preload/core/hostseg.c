@@ -504,6 +504,7 @@ mcs_seg_proc_attach(struct mcs_seg *seg, uint32_t pid, uint64_t ticket, const ch
         struct mcs_seg_proc *p = &seg->procs[(start + n) % MCS_SEG_PROCS];
         uint32_t free_ = 0;
         if (CAS(&p->pid, &free_, pid)) {
+            ST(&p->ready, 0);
             ST(&p->ticket, ticket);
             ST(&p->attached_ms, now_ms);
             ST(&p->seen_ms, now_ms);
@@ -512,6 +513,7 @@ mcs_seg_proc_attach(struct mcs_seg *seg, uint32_t pid, uint64_t ticket, const ch
             size_t l = strnlen(comm, sizeof(p->comm) - 1);
             memcpy(p->comm, comm, l);
             memset(p->comm + l, 0, sizeof(p->comm) - l);
+            ST(&p->ready, 1);
             return (start + n) % MCS_SEG_PROCS;
         }
     }
@@ -530,7 +532,9 @@ mcs_seg_proc_detach(struct mcs_seg *seg, uint32_t slot, uint32_t pid)
 void
 mcs_seg_proc_reclaim(struct mcs_seg *seg, uint32_t slot, uint32_t pid, uint64_t ticket)
 {
-    if (slot < MCS_SEG_PROCS && LD(&seg->procs[slot].ticket) == ticket) {
+    /* Only a slot whose owner finished claiming it: before, its ticket may still be
+     * the previous owner's, and the new one would be freed. */
+    if (slot < MCS_SEG_PROCS && LD(&seg->procs[slot].ready) == 1 && LD(&seg->procs[slot].ticket) == ticket) {
         uint32_t p = pid;
         CAS(&seg->procs[slot].pid, &p, 0);
     }

@@ -109,7 +109,7 @@ struct mcs_seg_server {
 /* A process slot. */
 struct mcs_seg_proc {
     uint32_t pid;                 /* 0: free */
-    uint32_t pad;
+    uint32_t ready;               /* 1 once the fields below are its owner's (reclaim looks only then) */
     uint64_t ticket;              /* the owner's (boot-unique) process start time: tells pid reuse */
     uint64_t attached_ms;
     uint64_t seen_ms;             /* last heartbeat */
