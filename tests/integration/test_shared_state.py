@@ -56,10 +56,12 @@ class Worker:
         return json.loads(out)
 
     def stderr(self):
-        self.stop()
-        return self.proc.stderr.read()
+        self.stop(keep_stderr=True)
+        text = self.proc.stderr.read()
+        self.proc.stderr.close()
+        return text
 
-    def stop(self):
+    def stop(self, keep_stderr=False):
         if self.proc.poll() is None:
             try:
                 self.proc.stdin.close()
@@ -70,6 +72,9 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout) + (() if keep_stderr else (self.proc.stderr,)):
+            if not f.closed:
+                f.close()
 
 
 @unittest.skipIf(harness.DIRECT, "the host-wide segment is the shim's")
