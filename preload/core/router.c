@@ -277,6 +277,17 @@ bounded_time(uint64_t t, uint64_t now_ms, uint64_t max_ms)
 }
 
 static void lease_drop(struct mcs_router *r, struct mcs_server *srv);
+
+/* A host event (a down, a probe, a rejoin...): counted in the segment at once,
+ * so a process that exits soon after still counts (per-request counters go in
+ * batches, mcs_router_publish). */
+static void
+host_count(struct mcs_router *r, const struct mcs_server *srv, enum mcs_seg_counter c)
+{
+    if (is_shared(r, srv)) {
+        mcs_seg_count(r->seg, srv->seg_index, c, 1);
+    }
+}
 static void set_health(struct mcs_router *r, struct mcs_server *srv, enum mcs_health h);
 
 /* srv was found failing here: it is down for the host. From up or warming the
@@ -376,6 +387,7 @@ mcs_router_failed(struct mcs_router *r, uint32_t s, enum mcs_failure why, uint64
         }
         srv->down_since_ms = now_ms;
         srv->stats.downs++;
+        host_count(r, srv, MCS_SEG_C_downs);
         break;
     case MCS_HEALTH_DOWN:
         if (!srv->probing) {
@@ -435,6 +447,7 @@ mcs_router_probe_start(struct mcs_router *r, uint32_t s, uint64_t now_ms)
     }
     srv->probing = true;
     srv->stats.probes++;
+    host_count(r, srv, MCS_SEG_C_probes);
     return true;
 }
 
@@ -488,6 +501,7 @@ mcs_router_probe_ok(struct mcs_router *r, uint32_t s, const struct mcs_identity 
     srv->failures = 0;
     if (restarted) {
         srv->stats.restarts++;
+        host_count(r, srv, MCS_SEG_C_restarts);
         if (shared) {
             mcs_seg_log_clear(r->seg, srv->seg_index);   /* an empty server holds nothing to delete */
             mcs_seg_flags_take(r->seg, srv->seg_index, MCS_SEG_F_OVERFLOW | MCS_SEG_F_FLUSH);
@@ -496,6 +510,7 @@ mcs_router_probe_ok(struct mcs_router *r, uint32_t s, const struct mcs_identity 
         return MCS_REJOIN_NOTHING;
     }
     srv->stats.rejoins++;
+    host_count(r, srv, MCS_SEG_C_rejoins);
     bool flush = r->cfg->rejoin == MCS_REJOIN_FLUSH || srv->missed_flush || mcs_keylog_overflowed(&srv->missed);
     bool deletes = mcs_keylog_count(&srv->missed) > 0;
     if (shared) {
@@ -541,6 +556,7 @@ mcs_router_missed(struct mcs_router *r, uint32_t s, const char *key, size_t len)
             mcs_seg_flags_set(r->seg, srv->seg_index, MCS_SEG_F_OVERFLOW);   /* MCSHIM_REJOIN_LOG */
         } else if (mcs_seg_log_add(r->seg, srv->seg_index, key, len) == MCS_SEG_OK) {
             srv->stats.invalidations_logged++;
+            host_count(r, srv, MCS_SEG_C_invalidations_logged);
         }
     } else if (mcs_keylog_add(&srv->missed, key, len) == 0) {
         srv->stats.invalidations_logged++;
@@ -697,14 +713,8 @@ mcs_router_publish(struct mcs_router *r)
         MCS_PUBLISH(timeouts)
         MCS_PUBLISH(failovers)
         MCS_PUBLISH(fast_fails)
-        MCS_PUBLISH(downs)
-        MCS_PUBLISH(probes)
-        MCS_PUBLISH(rejoins)
-        MCS_PUBLISH(restarts)
-        MCS_PUBLISH(invalidations_logged)
-        MCS_PUBLISH(invalidations_replayed)
-        MCS_PUBLISH(rejoin_flushes)
 #undef MCS_PUBLISH
+        /* downs, probes, rejoins, restarts and the log's counters were counted at once (host_count) */
         *b = *a;
     }
 }

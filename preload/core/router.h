@@ -201,7 +201,10 @@ bool mcs_router_shared(const struct mcs_router *r, uint32_t s);
  * logging the key: a server that came back meanwhile is told to drop it at once. */
 bool mcs_router_host_usable(struct mcs_router *r, uint32_t s);
 
-/* Adds this process's counters since the last call to the segment's entries. */
+/* Adds this process's per-request counters (requests, errors, timeouts,
+ * failovers, fast_fails) since the last call to the segment's entries; host
+ * events (downs, probes, rejoins, restarts, the log's counters) are counted
+ * there when they happen. */
 void mcs_router_publish(struct mcs_router *r);
 
 /* Earliest time the router needs the engine (a probe, the end of a warm-up), or UINT64_MAX. */

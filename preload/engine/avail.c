@@ -921,12 +921,14 @@ rejoin_done(struct mcs_engine *e, struct mcs_sub *sub)
                 mcs_seg_flags_set(seg, srv->seg_index, MCS_SEG_F_FLUSH);
             } else {
                 srv->stats.rejoin_flushes++;
+                mcs_seg_count(seg, srv->seg_index, MCS_SEG_C_rejoin_flushes, 1);
                 mcs_seg_log_clear(seg, srv->seg_index);
             }
         } else {
             mcs_seg_log_done(seg, r->ticket, !sub->failed);
             if (!sub->failed) {
                 srv->stats.invalidations_replayed++;
+                mcs_seg_count(seg, srv->seg_index, MCS_SEG_C_invalidations_replayed, 1);
             }
         }
         if (e->rejoin_pending[s] == 0 && srv->health == MCS_HEALTH_REJOINING) {
