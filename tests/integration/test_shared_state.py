@@ -133,7 +133,8 @@ class SharedStateTest(unittest.TestCase):
         w.stop()
 
     def stats(self, fmt="--json"):
-        out = subprocess.run([STATS_TOOL, "stats", fmt, "--file", self.seg], capture_output=True, text=True,
+        out = subprocess.run([STATS_TOOL, "stats"] + ([fmt] if fmt else []) + ["--file", self.seg],
+                             capture_output=True, text=True,
                              env=dict(os.environ, MCSHIM_LIB=harness.LIB), timeout=30)
         self.assertEqual(out.returncode, 0, out.stderr)
         return json.loads(out.stdout) if fmt == "--json" else out.stdout
@@ -175,6 +176,48 @@ class SharedStateTest(unittest.TestCase):
         self.assertEqual(frozen[0]["state"], "down", frozen)
         self.assertLessEqual(frozen[0]["counters"]["downs"], 2, frozen)
         self.victim.resume()
+
+    # ---- the outside view against the servers' own counters ----
+
+    def test_stats_match_the_servers_counters(self):
+        """Requests the host sent to each server, as `mcshim stats` shows them in its three
+        formats, against what each memcached counted (cmd_get + cmd_set; plus the one
+        `stats` each process sends a server on first contact, to know its instance)."""
+        workers = [self.worker() for _ in range(3)]
+        for i in range(90):
+            w = workers[i % 3]
+            self.assertTrue(w.cmd("set sm-%d v%d" % (i, i))["ok"])
+            self.assertEqual(w.cmd("get sm-%d" % (i * 7 % 90))["value"], None if i * 7 % 90 > i else "v%d" % (i * 7 % 90))
+        nodes = {self.proxy.addr: self.victim, self.backup.nodes[0].addr: self.backup.nodes[0]}
+        nodes.update({m.addr: m for m in self.others.nodes})
+
+        def own(m):
+            st = dict(line.split()[1:3] for line in m.request(b"stats\r\n").decode().splitlines()
+                      if line.startswith("STAT "))
+            return int(st["cmd_get"]) + int(st["cmd_set"])
+
+        want = {addr: own(m) + len(workers) for addr, m in nodes.items()}
+        self.assertEqual(sum(want.values()) - len(want) * len(workers), 90 * 2 + 90,
+                         "sets (primary and backup) and gets")
+
+        def shown():
+            return {s["server"]: s["counters"]["requests"] for s in self.stats()["servers"]}
+        harness.wait_until(lambda: shown() == want, 5.0, interval=0.2)   # counters arrive every second
+        self.assertEqual(shown(), want)
+        prom = self.stats("--prometheus")
+        for addr, n in want.items():
+            self.assertIn('mcshim_server_requests_total{server="%s"} %d\n' % (addr, n), prom)
+        table = self.stats("")
+        rows = [line.split() for line in table.splitlines()]
+        header = [r for r in rows if r[:2] == ["SERVER", "requests"]]
+        self.assertEqual(len(header), 1, table)
+        for addr, n in want.items():
+            row = [r for r in rows if r and r[0] == addr and len(r) == len(header[0])]
+            self.assertEqual(len(row), 1, table)
+            self.assertEqual(int(row[0][1]), n, table)
+        listed = sorted(p["pid"] for p in self.stats()["processes"])
+        self.assertEqual(listed, sorted(w.proc.pid for w in workers))
+        self.assertEqual(sum(p["requests"] for p in self.stats()["processes"]), 180)
 
     # ---- recycled writers ----
 
