@@ -45,6 +45,7 @@
 #include "preload/lib/fdtab.h"
 #include "preload/lib/log.h"
 #include "preload/lib/real.h"
+#include "preload/lib/shared.h"
 
 #define MCS_EPOLL_BATCH 256
 #define MCS_TAG_WAKEUP  ((uintptr_t)0)
@@ -69,12 +70,11 @@ static pthread_mutex_t start_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic(struct engine_box *) current;
 static _Atomic uint32_t last_gen;
 
+/* The host-wide segment's clock (its times are compared across processes). */
 uint64_t
 mcs_engine_clock_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return mcs_shared_now_ms();
 }
 
 int
