@@ -874,7 +874,7 @@ rejoin_next_shared(struct mcs_engine *e, uint32_t s, bool flush)
     }
     struct mcs_buf keys = { 0 };
     struct mcs_buf line = { 0 };
-    static uint64_t tickets[MCS_REJOIN_BATCH];   /* engine thread only */
+    uint64_t tickets[MCS_REJOIN_BATCH];
     bool stuck = false;
     size_t n = mcs_seg_log_take(seg, i, MCS_REJOIN_BATCH, &keys, tickets, &stuck);
     const char *p = mcs_buf_head(&keys);
