@@ -586,7 +586,7 @@ lease_drop(struct mcs_router *r, struct mcs_server *srv)
 }
 
 void
-mcs_router_share(struct mcs_router *r, struct mcs_seg *seg, uint32_t pid, uint64_t now_ms)
+mcs_router_share(struct mcs_router *r, struct mcs_seg *seg, uint32_t pid)
 {
     r->seg = seg;
     r->pid = pid;
@@ -598,7 +598,6 @@ mcs_router_share(struct mcs_router *r, struct mcs_seg *seg, uint32_t pid, uint64
         srv->leased = false;
         srv->published = srv->stats;
     }
-    (void)now_ms;
 }
 
 void
@@ -613,6 +612,15 @@ mcs_router_unshare(struct mcs_router *r)
         srv->leased = false;
     }
     r->seg = NULL;
+}
+
+void
+mcs_router_lease_renew(struct mcs_router *r, uint32_t s, uint64_t now_ms)
+{
+    struct mcs_server *srv = &r->servers[s];
+    if (srv->leased && is_shared(r, srv)) {
+        mcs_seg_lease_take(r->seg, srv->seg_index, r->pid, now_ms, lease_ms(r));
+    }
 }
 
 bool

@@ -182,7 +182,7 @@ void mcs_router_missed_flush(struct mcs_router *r, uint32_t s);
 
 /* Starts sharing seg (already checked) as process pid: claims each server's
  * entry and adopts the host's view. */
-void mcs_router_share(struct mcs_router *r, struct mcs_seg *seg, uint32_t pid, uint64_t now_ms);
+void mcs_router_share(struct mcs_router *r, struct mcs_seg *seg, uint32_t pid);
 
 /* Stops sharing (the segment is gone or corrupt): servers away now are flushed
  * when they come back, since the keys they missed were in the segment. */
@@ -193,7 +193,10 @@ void mcs_router_unshare(struct mcs_router *r);
  * change), else MCS_HEALTH_COUNT. *why: the reason of a down. */
 enum mcs_health mcs_router_sync(struct mcs_router *r, uint32_t s, uint64_t now_ms, enum mcs_failure *why);
 
-/* Is s shared, and does this process hold its lease? */
+/* The lease holder of s renews its lease (each rejoin batch). */
+void mcs_router_lease_renew(struct mcs_router *r, uint32_t s, uint64_t now_ms);
+
+/* Does s have an entry in the segment (its state is the host's)? */
 bool mcs_router_shared(const struct mcs_router *r, uint32_t s);
 
 /* Is s usable for the host now (its shared state up or warming)? For a server

@@ -863,7 +863,7 @@ rejoin_next_shared(struct mcs_engine *e, uint32_t s, bool flush)
     struct mcs_server *srv = server(e, s);
     struct mcs_seg *seg = e->router.seg;
     uint32_t i = srv->seg_index;
-    mcs_seg_lease_take(seg, i, e->router.pid, e->now_ms, (uint64_t)e->cfg->timeout_ms * 3 + 1000);   /* renew */
+    mcs_router_lease_renew(&e->router, s, e->now_ms);
     if (flush || (mcs_seg_flags(seg, i) & (MCS_SEG_F_OVERFLOW | MCS_SEG_F_FLUSH)) != 0) {
         mcs_seg_flags_take(seg, i, MCS_SEG_F_OVERFLOW | MCS_SEG_F_FLUSH);
         if (!send_line(e, MCS_REQ_REJOIN, MCS_CMD_FLUSH_ALL, s, 0, NULL, 0, "flush_all\r\n", 11)) {

@@ -91,7 +91,7 @@ mcs_share_attach(struct mcs_engine *e)
     errno = saved;
     uint32_t pid = (uint32_t)e->pid;
     e->share_slot = proc_attach(seg, e->pid, comm, e->now_ms);
-    mcs_router_share(&e->router, seg, pid, e->now_ms);
+    mcs_router_share(&e->router, seg, pid);
     e->share_next_ms = e->now_ms + MCS_SHARE_TICK_MS;
     e->share_reclaim_ms = e->now_ms;   /* sweep at the first tick */
     mcs_avail_sync(e);                 /* start with the host's view */

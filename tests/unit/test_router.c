@@ -686,8 +686,8 @@ host_new(void **state)
     mcs_seg_format(h->seg, boot, 0);
     assert_int_equal(mcs_router_init(&h->a, &h->cfg), 0);
     assert_int_equal(mcs_router_init(&h->b, &h->cfg), 0);
-    mcs_router_share(&h->a, h->seg, 101, 0);
-    mcs_router_share(&h->b, h->seg, 102, 0);
+    mcs_router_share(&h->a, h->seg, 101);
+    mcs_router_share(&h->b, h->seg, 102);
     return h;
 }
 
@@ -730,7 +730,7 @@ test_shared_down_is_adopted(void **state)
     assert_int_equal(h->b.servers[1].stats.downs, 0);   /* counted once, by the finder */
     struct mcs_router c;
     assert_int_equal(mcs_router_init(&c, &h->cfg), 0);
-    mcs_router_share(&c, h->seg, 103, 300);
+    mcs_router_share(&c, h->seg, 103);
     assert_int_equal(sync_one(&c, 1, 300), MCS_HEALTH_UP);
     assert_false(mcs_router_usable(&c, 1, 300));
     mcs_router_free(&c);
@@ -778,7 +778,7 @@ test_shared_rejoin_uses_the_host_log(void **state)
     assert_int_equal(mcs_seg_log_count(h->seg, h->b.servers[0].seg_index), 2);
     struct mcs_router c;
     assert_int_equal(mcs_router_init(&c, &h->cfg), 0);
-    mcs_router_share(&c, h->seg, 103, 1020);
+    mcs_router_share(&c, h->seg, 103);
     sync_one(&c, 0, 1020);
     assert_int_equal(c.servers[0].health, MCS_HEALTH_REJOINING);
     /* the replay (the engine's part) empties the log; b ends the rejoin */
