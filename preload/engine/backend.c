@@ -1,17 +1,22 @@
 /*
  * preload/engine/backend.c: connections to the memcached servers.
  *
- * A fixed pool of cfg->connections connections per server, shared by every
- * application connection of the process. A client always uses the same
- * connection to a given server (chosen by client id), so its requests reach
- * that server in the order it sent them, noreply ones included. Requests are
- * pipelined; replies are matched to requests in FIFO order. A connection is
- * opened lazily (non-blocking), and on any failure (refused, reset, bytes that
- * are not memcached, cfg->timeout_ms of silence while a reply is owed) it is closed, every
- * request waiting on it is failed (reads become misses, writes SERVER_ERROR)
- * and the router is told, which may mark the server down.
+ * A fixed pool of cfg->connections connections per server and protocol, shared
+ * by every application connection of the process. A session always uses the
+ * same connection to a given server (the machine picks it: request conn), so
+ * its requests reach that server in the order it sent them, noreply ones
+ * included. Requests are pipelined; replies are matched to requests in FIFO
+ * order: the machine parses each reply item (mcs_machine_reply) and is told
+ * when a sub's reply is whole (mcs_machine_done). A connection is opened when
+ * it first has bytes to send (non-blocking, by the loop's flush), and on any
+ * failure (refused, reset, bytes that are not memcached, cfg->timeout_ms of
+ * silence while a reply is owed) it is closed, the machine is told
+ * (mcs_machine_server_failed, which may mark the server down) and every sub
+ * waiting on it is failed (mcs_machine_failed). mcs_backend_send never calls
+ * the machine back: a send that cannot be queued is failed by the loop.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
@@ -34,7 +39,7 @@ queued_drop(struct mcs_engine *e, size_t n)
 {
     e->backend_queued -= n < e->backend_queued ? n : e->backend_queued;
     if (e->backend_blocked && e->backend_queued < MCS_ENGINE_MAX_QUEUED / 2) {
-        mcs_client_wake_paused(e);
+        e->wake_paused = true;   /* engine.c wakes them (mcs_engine_settle) */
     }
 }
 
@@ -43,7 +48,7 @@ queued_drop(struct mcs_engine *e, size_t n)
 static uint64_t
 deadline_from_now(const struct mcs_engine *e)
 {
-    return e->now_ms + e->cfg->timeout_ms + 1;
+    return e->m.now_ms + e->cfg->timeout_ms + 1;
 }
 
 static uintptr_t
@@ -62,11 +67,31 @@ mark_dirty(struct mcs_engine *e, struct mcs_backend *b)
     }
 }
 
+/* Keeps b's place in the timer heap true: a connection being made must be made
+ * by its deadline; a connection that is read and owes a reply must send some
+ * of it by the head sub's deadline. A stalled one has none (the wait is ours). */
+static void
+backend_timer(struct mcs_engine *e, struct mcs_backend *b)
+{
+    uint64_t at = UINT64_MAX;
+    if (b->state != MCS_BACKEND_CLOSED && !b->stalled && b->head != NULL) {
+        at = b->head->deadline_ms;
+    }
+    if (b->state == MCS_BACKEND_CONNECTING && b->connect_deadline_ms < at) {
+        at = b->connect_deadline_ms;
+    }
+    if (at == UINT64_MAX) {
+        mcs_heap_remove(&e->timers, &b->timer);
+    } else {
+        mcs_heap_set(&e->timers, &b->timer, at);   /* room for every backend: cannot fail */
+    }
+}
+
 /* Opens a non-blocking connection. Returns 0 (connected or in progress) or -1. */
 static int
 backend_connect(struct mcs_engine *e, struct mcs_backend *b)
 {
-    const struct mcs_endpoint *ep = e->router.servers[b->server].endpoint;
+    const struct mcs_endpoint *ep = e->m.router.servers[b->server].endpoint;
     if (ep->naddrs == 0) {
         return -1;
     }
@@ -81,7 +106,7 @@ backend_connect(struct mcs_engine *e, struct mcs_backend *b)
         int one = 1;
         mcs_real.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
-    e->router.servers[b->server].stats.connects++;
+    e->m.router.servers[b->server].stats.connects++;
     int rc = mcs_real.connect(fd, sa, ep->addrlens[0]);
     if (rc != 0 && errno != EINPROGRESS) {
         mcs_engine_close_fd(fd);
@@ -97,41 +122,42 @@ backend_connect(struct mcs_engine *e, struct mcs_backend *b)
         b->state = MCS_BACKEND_CLOSED;
         return -1;
     }
-    mcs_avail_connected(e, b);
+    backend_timer(e, b);
+    /* the first connection to a server: the machine learns which instance it is */
+    mcs_machine_connected(&e->m, b->server, (uint64_t)(b - e->backends) % e->cfg->connections);
     return 0;
 }
 
-/* The connection a client's requests of this protocol use to server. */
-struct mcs_backend *
-mcs_backend_of(struct mcs_engine *e, uint32_t server, enum mcs_proto proto, uint64_t client_id)
+/* The connection conn of this protocol to server. */
+static struct mcs_backend *
+backend_of(struct mcs_engine *e, uint32_t server, enum mcs_proto proto, uint64_t conn)
 {
     uint32_t conns = e->cfg->connections;
-    return &e->backends[((size_t)server * MCS_PROTO_COUNT + proto) * conns + client_id % conns];
+    return &e->backends[((size_t)server * MCS_PROTO_COUNT + proto) * conns + conn % conns];
+}
+
+/* Queues a sub whose send failed; the loop fails it (mcs_engine_settle). */
+static void
+fail_later(struct mcs_engine *e, struct mcs_sub *sub)
+{
+    sub->next = NULL;
+    if (e->failed_tail != NULL) {
+        e->failed_tail->next = sub;
+    } else {
+        e->failed_head = sub;
+    }
+    e->failed_tail = sub;
 }
 
 void
-mcs_backend_send(struct mcs_engine *e, struct mcs_sub *sub, uint64_t client_id, const char *a, size_t alen,
-                 const char *bytes, size_t blen)
+mcs_backend_send(struct mcs_engine *e, struct mcs_sub *sub, enum mcs_proto proto, uint64_t conn, const char *a,
+                 size_t alen, const char *bytes, size_t blen)
 {
-    /* warm-up fetches are meta requests and stats are asked in text: text connections,
-     * whatever the client speaks */
-    bool text = sub->meta || sub->req->cmd == MCS_CMD_STATS;   /* stats are asked in text */
-    struct mcs_backend *b = mcs_backend_of(e, sub->server, text ? MCS_PROTO_TEXT : sub->req->proto, client_id);
-    struct mcs_server *srv = &e->router.servers[sub->server];
-    if (b->state == MCS_BACKEND_CLOSED && backend_connect(e, b) != 0) {
-        srv->stats.connect_failures++;
-        srv->stats.errors++;
-        mcs_avail_note(e, sub->server, mcs_router_failed(&e->router, sub->server, MCS_FAILURE_CONNECT, e->now_ms),
-                       MCS_FAILURE_CONNECT);
-        sub->failed = true;
-        mcs_request_sub_done(e, sub);
-        return;
-    }
+    struct mcs_backend *b = backend_of(e, sub->server, proto, conn);
     size_t before = mcs_buf_len(&b->out);
     if (mcs_buf_append(&b->out, a, alen) != 0 || mcs_buf_append(&b->out, bytes, blen) != 0) {
         b->out.end = b->out.start + before;   /* drop a half-appended request */
-        sub->failed = true;
-        mcs_request_sub_done(e, sub);
+        fail_later(e, sub);
         return;
     }
     e->backend_queued += alen + blen;
@@ -143,133 +169,26 @@ mcs_backend_send(struct mcs_engine *e, struct mcs_sub *sub, uint64_t client_id, 
         b->head = sub;
     }
     b->tail = sub;
-    srv->stats.requests++;
     mark_dirty(e, b);
     /* A stalled connection may now carry what its client waits for (a failover
      * re-sent the client's next request here): nothing else would look again. */
     backend_recheck(e, b);
-}
-
-/* True if a VALUE for key may come next from sub's server: a key sub asked
- * for, at or after the last one answered (memcached answers in request order,
- * at most once per key asked). Advances sub's place in the key list. */
-static bool
-value_asked(const struct mcs_request *r, struct mcs_sub *sub, const char *key, uint32_t key_len)
-{
-    uint32_t off, len;
-    while (sub->key_next < r->nkeys && mcs_ascii_next_token(r->keys, &sub->key_pos, r->keys_len, &off, &len)) {
-        uint32_t i = sub->key_next++;
-        if (r->merge && r->key_sub[i] != sub) {
-            continue;
-        }
-        if (len == key_len && memcmp(r->keys + off, key, len) == 0) {
-            return true;
-        }
-    }
-    return false;
-}
-
-/* A reply line from a server that the request it answers can take: the
- * application's requests get only what memcached answers to that command.
- * (The engine's own deletes may travel as meta md, whose answer it reads itself.) */
-static bool
-line_fits(const struct mcs_request *r, const char *p, const struct mcs_ascii_resp *item)
-{
-    if (item->kind != MCS_RESP_LINE) {
-        return false;
-    }
-    return (r->kind != MCS_REQ_CLIENT && r->cmd == MCS_CMD_DELETE) || mcs_ascii_reply_fits(r->cmd, p, item->len);
-}
-
-/* Routes one reply item to the oldest waiting sub. Returns true when that sub is complete. */
-static bool
-deliver(struct mcs_engine *e, struct mcs_sub *sub, const char *p, const struct mcs_ascii_resp *item, bool *bad)
-{
-    struct mcs_request *r = sub->req;
-    switch (mcs_cmd_route(r->cmd)) {
-    case MCS_ROUTE_KEYS:
-        if (item->kind == MCS_RESP_VALUE) {
-            if (!value_asked(r, sub, p + item->key_off, item->key_len)) {
-                *bad = true;   /* a key not asked, or more items than keys */
-                return false;
-            }
-            if (r->client == NULL) {
-                return false;   /* nobody will read it */
-            }
-            if (r->merge) {
-                mcs_request_hold(e, r, &sub->resp, p, item->len);   /* counted when merged */
-            } else if (mcs_request_hold(e, r, &r->out, p, item->len)) {
-                r->hits++;
-            }
-            mcs_request_stream(e, r);
-            return false;
-        }
-        if (item->kind == MCS_RESP_END) {
-            return true;
-        }
-        if (item->kind == MCS_RESP_LINE && item->error) {
-            /* An error for a retrieval: its keys miss, the rest of the answer stands. */
-            e->router.servers[sub->server].stats.errors++;
-            return true;
-        }
-        *bad = true;
-        return false;
-    case MCS_ROUTE_KEY:
-    case MCS_ROUTE_ANY:
-        if (!line_fits(r, p, item)) {
-            *bad = true;
-            return false;
-        }
-        if (mcs_buf_append(&r->out, p, item->len) != 0) {
-            r->oom = true;
-        }
-        return true;
-    case MCS_ROUTE_ALL:
-        if (!line_fits(r, p, item)) {
-            *bad = true;
-            return false;
-        }
-        if (mcs_buf_len(&r->out) == 0 || (item->error && !r->all_error)) {
-            mcs_buf_reset(&r->out);
-            r->oom = r->oom || mcs_buf_append(&r->out, p, item->len) != 0;
-            r->all_error = item->error;
-        }
-        return true;
-    case MCS_ROUTE_LOCAL:
-        /* stats: the engine's own (probe, identity), or a client's forwarded "stats settings" */
-        if (item->kind == MCS_RESP_STAT && r->kind == MCS_REQ_CLIENT) {
-            r->oom = r->oom || mcs_buf_append(&r->out, p, item->len) != 0;
-            return false;
-        }
-        if (item->kind == MCS_RESP_STAT) {
-            mcs_avail_stat(r, p, item->len);
-            return false;
-        }
-        if (item->kind == MCS_RESP_END || (item->kind == MCS_RESP_LINE && item->error)) {
-            if (r->kind == MCS_REQ_CLIENT) {
-                r->oom = r->oom || mcs_buf_append(&r->out, p, item->len) != 0;
-            }
-            return true;
-        }
-        break;
-    }
-    *bad = true;
-    return false;
+    backend_timer(e, b);
 }
 
 /* Flow control on the reply path: may b be read now? Not when no reply in its
  * FIFO can be delivered: every client it answers has a full out buffer (it does
  * not read), or holds too much for requests that are not its turn yet, or the
  * process is over MCSHIM_MEMORY_MB (then only a client's own next reply is read,
- * MCS_CLIENT_MIN_OUT at a time). A sub some client is waiting for anywhere in
+ * MCS_SESSION_MIN_OUT at a time). A sub some client is waiting for anywhere in
  * the FIFO keeps it readable, so stalls never wait on each other. */
 static bool
 backend_may_read(const struct mcs_engine *e, const struct mcs_backend *b)
 {
-    bool over = e->reply_held + e->reply_out >= e->memory_max;
+    bool over = e->m.reply_held + e->m.reply_out >= e->m.memory_max;
     for (const struct mcs_sub *s = b->head; s != NULL; s = s->next) {
         const struct mcs_request *r = s->req;
-        const struct mcs_client *c = r->client;
+        const struct mcs_session *c = r->session;
         if (r->kind != MCS_REQ_CLIENT || c == NULL) {
             if (s == b->head) {
                 return true;   /* the engine's own, or nobody's: dropped or tiny */
@@ -277,11 +196,11 @@ backend_may_read(const struct mcs_engine *e, const struct mcs_backend *b)
             continue;
         }
         size_t out = mcs_buf_len(&c->out);
-        if (mcs_request_wants(r, s)) {
-            if (out < (over ? MCS_CLIENT_MIN_OUT : MCS_CLIENT_MAX_OUT)) {
+        if (mcs_machine_wants(s)) {
+            if (out < (over ? MCS_SESSION_MIN_OUT : MCS_SESSION_MAX_OUT)) {
                 return true;
             }
-        } else if (s == b->head && !over && c->held < MCS_CLIENT_MAX_HELD && out < MCS_CLIENT_MAX_OUT) {
+        } else if (s == b->head && !over && c->held < MCS_SESSION_MAX_HELD && out < MCS_SESSION_MAX_OUT) {
             return true;
         }
     }
@@ -298,10 +217,11 @@ static void
 backend_stall(struct mcs_engine *e, struct mcs_backend *b)
 {
     b->stalled = true;
-    b->stalled_ms = e->now_ms;
+    b->stalled_ms = e->m.now_ms;
     e->stalled++;
-    e->stats.backend_stalls++;
+    e->m.stats.backend_stalls++;
     backend_interest(e, b);
+    backend_timer(e, b);
 }
 
 /* Reads b again if it is stalled and its replies can be delivered now. Only
@@ -316,6 +236,7 @@ backend_recheck(struct mcs_engine *e, struct mcs_backend *b)
             b->head->deadline_ms = deadline_from_now(e);   /* the wait was ours, not the server's */
         }
         backend_interest(e, b);
+        backend_timer(e, b);
     }
 }
 
@@ -324,7 +245,7 @@ backend_recheck(struct mcs_engine *e, struct mcs_backend *b)
 void
 mcs_backend_unstall(struct mcs_engine *e)
 {
-    size_t n = e->router.nservers * MCS_PROTO_COUNT * e->cfg->connections;
+    size_t n = e->m.router.nservers * MCS_PROTO_COUNT * e->cfg->connections;
     for (size_t i = 0; i < n && e->stalled > 0; i++) {
         backend_recheck(e, &e->backends[i]);
     }
@@ -334,7 +255,7 @@ mcs_backend_unstall(struct mcs_engine *e)
  * reports it whatever b watches): read on to the end even where flow control
  * would stall b, or the event repeats for ever and the loop spins. */
 static void
-backend_read(struct mcs_engine *e, struct mcs_backend *b, bool hangup)
+backend_read_some(struct mcs_engine *e, struct mcs_backend *b, bool hangup)
 {
     for (int round = 0; round < 8; round++) {
         if (!hangup && !b->stalled && !backend_may_read(e, b)) {
@@ -363,7 +284,7 @@ backend_read(struct mcs_engine *e, struct mcs_backend *b, bool hangup)
             return;
         }
         b->in.end += (size_t)n;
-        e->stats.backend_bytes_in += (uint64_t)n;
+        e->m.stats.backend_bytes_in += (uint64_t)n;
         if (b->head != NULL) {
             /* Deadlines measure silence, not size: a server still sending is alive. */
             b->head->deadline_ms = deadline_from_now(e);
@@ -374,39 +295,19 @@ backend_read(struct mcs_engine *e, struct mcs_backend *b, bool hangup)
                 backend_fail(e, b, MCS_FAILURE_PROTOCOL, true);
                 return;
             }
-            struct mcs_ascii_resp item;
-            const char *p = mcs_buf_head(&b->in);
-            enum mcs_resp_status st;
-            bool bad = false, complete = false;
-            if (b->proto == MCS_PROTO_BINARY) {
-                struct mcs_bin_resp packet;
-                st = mcs_bin_resp_parse(p, mcs_buf_len(&b->in), e->cfg->item_max, &packet);
-                item.len = packet.len;
-                if (st == MCS_RESP_OK) {
-                    complete = mcs_bin_deliver(e, sub, p, &packet, &bad);
-                }
-            } else if (sub->meta) {
-                size_t used = 0;
-                st = mcs_meta_reply(e, sub, p, mcs_buf_len(&b->in), &used);
-                item.len = (uint32_t)used;
-                complete = true;
-            } else {
-                st = mcs_ascii_resp_parse(p, mcs_buf_len(&b->in), e->cfg->item_max, &item);
-            }
+            size_t used = 0;
+            bool complete = false;
+            enum mcs_resp_status st = mcs_machine_reply(&e->m, sub, b->proto, mcs_buf_head(&b->in),
+                                                        mcs_buf_len(&b->in), &used, &complete);
             if (st == MCS_RESP_MORE) {
                 break;
             }
-            bad = bad || st == MCS_RESP_BAD;
-            if (!bad && !sub->meta && b->proto != MCS_PROTO_BINARY) {
-                complete = deliver(e, sub, p, &item, &bad);
-            }
-            if (bad) {
+            if (st == MCS_RESP_BAD) {
                 backend_fail(e, b, MCS_FAILURE_PROTOCOL, true);
                 return;
             }
-            mcs_buf_consume(&b->in, item.len);
+            mcs_buf_consume(&b->in, used);
             if (complete) {
-                sub->complete = true;
                 b->head = sub->next;
                 if (b->head == NULL) {
                     b->tail = NULL;
@@ -414,9 +315,7 @@ backend_read(struct mcs_engine *e, struct mcs_backend *b, bool hangup)
                     /* The next reply's clock starts now that this one is in. */
                     b->head->deadline_ms = deadline_from_now(e);
                 }
-                e->router.servers[b->server].stats.responses++;
-                mcs_router_succeeded(&e->router, b->server);
-                mcs_request_sub_done(e, sub);
+                mcs_machine_done(&e->m, sub);
             }
         }
         if ((size_t)n < MCS_BACKEND_READ_CHUNK) {
@@ -428,12 +327,19 @@ backend_read(struct mcs_engine *e, struct mcs_backend *b, bool hangup)
     }
 }
 
+static void
+backend_read(struct mcs_engine *e, struct mcs_backend *b, bool hangup)
+{
+    backend_read_some(e, b, hangup);
+    backend_timer(e, b);   /* the head, or its deadline, moved */
+}
+
 /* Closes b and fails every request waiting on it. report: tell the router
  * (false when the server is already known to be down). */
 static void
 backend_fail(struct mcs_engine *e, struct mcs_backend *b, enum mcs_failure why, bool report)
 {
-    struct mcs_server *srv = &e->router.servers[b->server];
+    struct mcs_server *srv = &e->m.router.servers[b->server];
     if (b->fd >= 0) {
         mcs_engine_epoll(e, EPOLL_CTL_DEL, b->fd, 0, 0);
         mcs_engine_close_fd(b->fd);
@@ -441,6 +347,7 @@ backend_fail(struct mcs_engine *e, struct mcs_backend *b, enum mcs_failure why, 
     b->fd = -1;
     b->state = MCS_BACKEND_CLOSED;
     b->want_write = false;
+    mcs_heap_remove(&e->timers, &b->timer);
     if (b->stalled) {
         b->stalled = false;
         e->stalled--;
@@ -459,16 +366,14 @@ backend_fail(struct mcs_engine *e, struct mcs_backend *b, enum mcs_failure why, 
     mcs_log(MCS_LOG_INFO, "connection to %s closed: %s", srv->label,
             report ? mcs_failure_name(why) : "the server is down");
     if (report) {
-        mcs_avail_note(e, b->server, mcs_router_failed(&e->router, b->server, why, e->now_ms), why);
+        mcs_machine_server_failed(&e->m, b->server, why);
     }
     /* Detach the FIFO first: failing a sub may queue new work on this backend. */
     struct mcs_sub *sub = b->head;
     b->head = b->tail = NULL;
     while (sub != NULL) {
         struct mcs_sub *next = sub->next;
-        sub->failed = true;
-        srv->stats.errors++;
-        mcs_request_sub_done(e, sub);
+        mcs_machine_failed(&e->m, sub);
         sub = next;
     }
 }
@@ -478,14 +383,18 @@ void
 mcs_backend_flush(struct mcs_engine *e, struct mcs_backend *b)
 {
     b->dirty = false;
-    if (b->state != MCS_BACKEND_READY) {
+    if (b->state == MCS_BACKEND_CLOSED && b->head != NULL && backend_connect(e, b) != 0) {
+        backend_fail(e, b, MCS_FAILURE_CONNECT, true);
         return;
+    }
+    if (b->state != MCS_BACKEND_READY) {
+        return;   /* connecting: flushed again when the connection is made */
     }
     while (mcs_buf_len(&b->out) > 0) {
         ssize_t n = send(b->fd, mcs_buf_head(&b->out), mcs_buf_len(&b->out), MSG_DONTWAIT | MSG_NOSIGNAL);
         if (n > 0) {
             mcs_buf_consume(&b->out, (size_t)n);
-            e->stats.backend_bytes_out += (uint64_t)n;
+            e->m.stats.backend_bytes_out += (uint64_t)n;
             queued_drop(e, (size_t)n);
         } else if (n < 0 && errno == EINTR) {
             continue;
@@ -520,6 +429,7 @@ mcs_backend_event(struct mcs_engine *e, struct mcs_backend *b, uint32_t events)
             return;
         }
         b->state = MCS_BACKEND_READY;
+        backend_timer(e, b);    /* the reply deadline alone from now */
         b->want_write = true;   /* flush recomputes the interest set */
         /* Flushed by the loop's dirty walk, never from here: the backend may
          * already be on the dirty list, and flushing clears its flag. */
@@ -559,34 +469,21 @@ mcs_backend_abort_server(struct mcs_engine *e, uint32_t server)
     }
 }
 
+/* Fails every connection whose deadline has passed, earliest first. */
 void
 mcs_backend_check_timeouts(struct mcs_engine *e)
 {
-    size_t n = e->router.nservers * MCS_PROTO_COUNT * e->cfg->connections;
-    for (size_t i = 0; i < n; i++) {
-        struct mcs_backend *b = &e->backends[i];
-        if (b->state == MCS_BACKEND_CONNECTING && e->now_ms >= b->connect_deadline_ms) {
-            backend_fail(e, b, MCS_FAILURE_TIMEOUT, true);
-        } else if (b->state != MCS_BACKEND_CLOSED && !b->stalled && b->head != NULL
-                   && e->now_ms >= b->head->deadline_ms) {
-            backend_fail(e, b, MCS_FAILURE_TIMEOUT, true);
-        }
+    struct mcs_heap_node *t;
+    while ((t = mcs_heap_top(&e->timers)) != NULL && t->key <= e->m.now_ms) {
+        struct mcs_backend *b = (struct mcs_backend *)((char *)t - offsetof(struct mcs_backend, timer));
+        backend_fail(e, b, MCS_FAILURE_TIMEOUT, true);   /* takes b out of the heap */
     }
 }
 
+/* The earliest deadline, or UINT64_MAX when no connection waits for anything. */
 uint64_t
 mcs_backend_next_deadline(const struct mcs_engine *e)
 {
-    uint64_t next = UINT64_MAX;
-    size_t n = e->router.nservers * MCS_PROTO_COUNT * e->cfg->connections;
-    for (size_t i = 0; i < n; i++) {
-        const struct mcs_backend *b = &e->backends[i];
-        if (b->state == MCS_BACKEND_CONNECTING && b->connect_deadline_ms < next) {
-            next = b->connect_deadline_ms;
-        }
-        if (b->state != MCS_BACKEND_CLOSED && !b->stalled && b->head != NULL && b->head->deadline_ms < next) {
-            next = b->head->deadline_ms;
-        }
-    }
-    return next;
+    const struct mcs_heap_node *t = mcs_heap_top(&e->timers);
+    return t != NULL ? t->key : UINT64_MAX;
 }

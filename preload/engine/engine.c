@@ -63,36 +63,13 @@ struct engine_box {
     ino_t    wake_wr_ino;
     dev_t    wake_dev;
     _Atomic bool dead;          /* retired: takes no connection, its thread leaves */
+    bool     machine_ready;     /* mcs_machine_init succeeded (engine_destroy frees it) */
     uint64_t next_check_ms;     /* engine thread: when to prove the epoll set next */
 };
 
 static pthread_mutex_t start_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic(struct engine_box *) current;
 static _Atomic uint32_t last_gen;
-
-/* The host-wide segment's clock (its times are compared across processes). */
-uint64_t
-mcs_engine_clock_ms(void)
-{
-    return mcs_shared_now_ms();
-}
-
-int
-mcs_engine_epoll(struct mcs_engine *e, int op, int fd, uint32_t events, uintptr_t tag)
-{
-    struct epoll_event ev;
-    memset(&ev, 0, sizeof(ev));
-    ev.events = events;
-    ev.data.u64 = tag;
-    return epoll_ctl(e->epfd, op, fd, &ev);
-}
-
-/* Engine thread only: the descriptor is closed if it is still the engine's own. */
-void
-mcs_engine_close_fd(int fd)
-{
-    mcs_fdtab_release(fd, mcs_fdtab_thread_owner(), false);
-}
 
 /* fd is still the file (ino, dev). */
 static bool
@@ -180,6 +157,83 @@ take_incoming(struct mcs_engine *e)
     return true;
 }
 
+/* ---- the driver the engine gives its request machine (machine.h) ---------------------------- */
+
+static void
+drv_send(void *ctx, struct mcs_sub *sub, enum mcs_proto proto, uint64_t conn, const char *a, size_t alen,
+         const char *b, size_t blen)
+{
+    mcs_backend_send(ctx, sub, proto, conn, a, alen, b, blen);
+}
+
+static void
+drv_abort_server(void *ctx, uint32_t server)
+{
+    struct mcs_engine *e = ctx;
+    e->abort_wanted[server] = 1;
+    e->aborts = true;
+}
+
+static void
+drv_ready(void *ctx, struct mcs_session *s)
+{
+    mcs_client_ready(ctx, (struct mcs_client *)s);   /* the session is the client's first member */
+}
+
+static void
+drv_unstall(void *ctx)
+{
+    struct mcs_engine *e = ctx;
+    e->unstall_wanted = e->stalled > 0;
+}
+
+static void
+drv_log(void *ctx, enum mcs_log_level level, const char *line)
+{
+    (void)ctx;
+    mcs_log(level, "%s", line);
+}
+
+const struct mcs_driver mcs_engine_driver = {
+    .send = drv_send,
+    .abort_server = drv_abort_server,
+    .ready = drv_ready,
+    .unstall = drv_unstall,
+    .log = drv_log,
+};
+
+void
+mcs_engine_settle(struct mcs_engine *e)
+{
+    for (int round = 0; round < 64 && (e->failed_head != NULL || e->aborts || e->unstall_wanted || e->wake_paused);
+         round++) {
+        struct mcs_sub *sub = e->failed_head;
+        e->failed_head = e->failed_tail = NULL;
+        while (sub != NULL) {
+            struct mcs_sub *next = sub->next;
+            mcs_machine_failed(&e->m, sub);
+            sub = next;
+        }
+        if (e->aborts) {
+            e->aborts = false;
+            for (uint32_t s = 0; s < e->m.router.nservers; s++) {
+                if (e->abort_wanted[s]) {
+                    e->abort_wanted[s] = 0;
+                    mcs_backend_abort_server(e, s);
+                }
+            }
+        }
+        if (e->unstall_wanted) {
+            e->unstall_wanted = false;
+            mcs_backend_unstall(e);
+        }
+        if (e->wake_paused) {
+            e->wake_paused = false;
+            mcs_client_wake_paused(e);
+        }
+    }
+}
+
 static void
 flush_dirty(struct mcs_engine *e)
 {
@@ -190,11 +244,13 @@ flush_dirty(struct mcs_engine *e)
             struct mcs_backend *b = e->dirty_backends;
             e->dirty_backends = b->next_dirty;
             mcs_backend_flush(e, b);
+            mcs_engine_settle(e);
         }
         while (e->dirty_clients) {
             struct mcs_client *c = e->dirty_clients;
             e->dirty_clients = c->next_dirty;
             mcs_client_flush(e, c);
+            mcs_engine_settle(e);
         }
     }
 }
@@ -250,8 +306,8 @@ engine_broken(struct engine_box *b, int werr)
     if (!is_file(e->evfd, b->wake_rd_ino, b->wake_dev)) {
         return "its wake-up descriptor was closed";
     }
-    if (e->now_ms >= b->next_check_ms) {
-        b->next_check_ms = e->now_ms + MCS_ENGINE_CHECK_MS;
+    if (e->m.now_ms >= b->next_check_ms) {
+        b->next_check_ms = e->m.now_ms + MCS_ENGINE_CHECK_MS;
         if (!epoll_is_ours(b)) {
             return "its epoll descriptor was replaced";
         }
@@ -277,7 +333,7 @@ engine_teardown(struct engine_box *b)
         e->clients = c->next;
         mcs_fdtab_release(c->fd, b->gen, false);
         mcs_buf_free(&c->in);
-        mcs_buf_free(&c->out);
+        mcs_buf_free(&c->s.out);
         mcs_free(c);
     }
     e->dirty_clients = NULL;
@@ -293,9 +349,10 @@ engine_teardown(struct engine_box *b)
     mcs_fdtab_release(b->wake_wr, b->gen, false);
     mcs_free(e->backends);
     e->backends = NULL;
-    mcs_free(e->rejoin_pending);
-    e->rejoin_pending = NULL;
-    mcs_router_free(&e->router);
+    mcs_heap_free(&e->timers);
+    mcs_free(e->abort_wanted);
+    e->abort_wanted = NULL;
+    mcs_machine_free(&e->m);
 }
 
 /* The engine thread: runs the loop until the engine's descriptors are found
@@ -310,17 +367,17 @@ engine_main(void *arg)
     mcs_fdtab_set_thread_owner(b->gen);
     b->next_check_ms = mcs_engine_clock_ms() + MCS_ENGINE_CHECK_MS;
     for (;;) {
-        e->now_ms = mcs_engine_clock_ms();
+        e->m.now_ms = mcs_engine_clock_ms();
         uint64_t next = mcs_backend_next_deadline(e);
         bool outstanding = next != UINT64_MAX;
-        if (e->tick_ms < next) {
-            next = e->tick_ms;
+        if (e->m.tick_ms < next) {
+            next = e->m.tick_ms;
         }
         int timeout = MCS_ENGINE_CHECK_MS;
-        if (next <= e->now_ms) {
+        if (next <= e->m.now_ms) {
             timeout = 0;
-        } else if (next - e->now_ms < MCS_ENGINE_CHECK_MS) {
-            timeout = (int)(next - e->now_ms);
+        } else if (next - e->m.now_ms < MCS_ENGINE_CHECK_MS) {
+            timeout = (int)(next - e->m.now_ms);
         }
         if (e->dirty_backends != NULL || e->dirty_clients != NULL) {
             timeout = 0;   /* the last walk stopped early: finish it before sleeping */
@@ -330,14 +387,16 @@ engine_main(void *arg)
         if (werr == EINTR) {
             continue;
         }
-        e->now_ms = mcs_engine_clock_ms();
+        e->m.now_ms = mcs_engine_clock_ms();
         /* Before acting on any number: are they still ours? (the host may have
          * closed them by raw syscall while we slept) */
         why = engine_broken(b, werr);
         if (why != NULL) {
             goto stop;
         }
-        mcs_avail_sync(e);
+        e->m.unix_s = (uint64_t)time(NULL);
+        mcs_machine_sync(&e->m);
+        mcs_engine_settle(e);
         for (int i = 0; i < n; i++) {
             uintptr_t tag = (uintptr_t)evs[i].data.u64;
             if (tag == MCS_TAG_WAKEUP) {
@@ -350,10 +409,13 @@ engine_main(void *arg)
             } else {
                 mcs_client_event(e, (struct mcs_client *)tag, evs[i].events);
             }
+            mcs_engine_settle(e);
         }
         mcs_backend_check_timeouts(e);
-        mcs_avail_tick(e);
+        mcs_engine_settle(e);
+        mcs_machine_tick(&e->m);
         mcs_share_tick(e);
+        mcs_engine_settle(e);
         flush_dirty(e);
     }
 stop:
@@ -371,8 +433,11 @@ engine_destroy(struct engine_box *b)
     mcs_fdtab_release(e->evfd, b->gen, false);
     mcs_fdtab_release(b->wake_wr, b->gen, false);
     mcs_free(e->backends);
-    mcs_free(e->rejoin_pending);
-    mcs_router_free(&e->router);
+    mcs_heap_free(&e->timers);
+    mcs_free(e->abort_wanted);
+    if (b->machine_ready) {
+        mcs_machine_free(&e->m);
+    }
     pthread_mutex_destroy(&e->lock);
     mcs_free(b);
 }
@@ -395,19 +460,19 @@ engine_create(const struct mcs_config *cfg)
     e->cfg = cfg;
     e->epfd = -1;
     e->evfd = -1;
-    e->pid = (long)getpid();
-    e->start_ms = e->now_ms = mcs_engine_clock_ms();
     e->spin_score = 1024;
-    e->memory_max = (size_t)cfg->memory_mb << 20;
     pthread_mutex_init(&e->lock, NULL);
-    if (mcs_router_init(&e->router, cfg) != 0) {
+    struct mcs_driver drv = mcs_engine_driver;
+    drv.ctx = e;
+    if (mcs_machine_init(&e->m, cfg, &drv, mcs_engine_clock_ms(), (long)getpid()) != 0) {
         goto error;
     }
-    e->failover = e->router.copies || cfg->eject;
+    b->machine_ready = true;
+    e->m.unix_s = (uint64_t)time(NULL);
     size_t nb = cfg->nservers * MCS_PROTO_COUNT * cfg->connections;
     e->backends = mcs_calloc(nb, sizeof(*e->backends));
-    e->rejoin_pending = mcs_calloc(cfg->nservers, sizeof(*e->rejoin_pending));
-    if (e->backends == NULL || e->rejoin_pending == NULL) {
+    e->abort_wanted = mcs_calloc(cfg->nservers, sizeof(*e->abort_wanted));
+    if (e->backends == NULL || e->abort_wanted == NULL || mcs_heap_init(&e->timers, (uint32_t)nb) != 0) {
         goto error;
     }
     for (size_t i = 0; i < nb; i++) {

@@ -89,12 +89,12 @@ mcs_share_attach(struct mcs_engine *e)
     int saved = errno;
     prctl(PR_GET_NAME, comm, 0, 0, 0);
     errno = saved;
-    uint32_t pid = (uint32_t)e->pid;
-    e->share_slot = proc_attach(seg, e->pid, comm, e->now_ms);
-    mcs_router_share(&e->router, seg, pid);
-    e->share_next_ms = e->now_ms + MCS_SHARE_TICK_MS;
-    e->share_reclaim_ms = e->now_ms;   /* sweep at the first tick */
-    mcs_avail_sync(e);                 /* start with the host's view */
+    uint32_t pid = (uint32_t)e->m.pid;
+    e->share_slot = proc_attach(seg, e->m.pid, comm, e->m.now_ms);
+    mcs_router_share(&e->m.router, seg, pid);
+    e->share_next_ms = e->m.now_ms + MCS_SHARE_TICK_MS;
+    e->share_reclaim_ms = e->m.now_ms;   /* sweep at the first tick */
+    mcs_machine_sync(&e->m);           /* start with the host's view */
 }
 
 /* Frees the slots of processes that are gone (or whose pid is now another process's). */
@@ -126,10 +126,10 @@ give_up(struct mcs_engine *e, const char *why)
 {
     mcs_log(MCS_LOG_WARN, "host-wide state segment %s; this process keeps server health and missed writes to "
             "itself from now on (servers away now are flushed when they come back)", why);
-    if (e->router.seg_corrupt && e->router.seg != NULL) {
-        mcs_seg_set_broken(e->router.seg);   /* the next process to start rebuilds it */
+    if (e->m.router.seg_corrupt && e->m.router.seg != NULL) {
+        mcs_seg_set_broken(e->m.router.seg);   /* the next process to start rebuilds it */
     }
-    mcs_router_unshare(&e->router);
+    mcs_router_unshare(&e->m.router);
     pthread_mutex_lock(&share_lock);
     share_given_up = true;
     pthread_mutex_unlock(&share_lock);
@@ -138,39 +138,39 @@ give_up(struct mcs_engine *e, const char *why)
 void
 mcs_share_tick(struct mcs_engine *e)
 {
-    struct mcs_seg *seg = e->router.seg;
+    struct mcs_seg *seg = e->m.router.seg;
     if (seg == NULL) {
         return;
     }
-    if (e->router.seg_corrupt) {
+    if (e->m.router.seg_corrupt) {
         give_up(e, "holds values that cannot be right");
         return;
     }
-    if (e->now_ms < e->share_next_ms) {
+    if (e->m.now_ms < e->share_next_ms) {
         return;
     }
-    e->share_next_ms = e->now_ms + MCS_SHARE_TICK_MS;
+    e->share_next_ms = e->m.now_ms + MCS_SHARE_TICK_MS;
     if (mcs_seg_broken(seg) || !mcs_shared_current(&share)) {
         give_up(e, mcs_seg_broken(seg) ? "was marked broken" : "was replaced or removed");
         return;
     }
-    mcs_router_publish(&e->router);
+    mcs_router_publish(&e->m.router);
     uint32_t slot = e->share_slot;
-    if (slot < MCS_SEG_PROCS && __atomic_load_n(&seg->procs[slot].pid, __ATOMIC_ACQUIRE) == (uint32_t)e->pid) {
+    if (slot < MCS_SEG_PROCS && __atomic_load_n(&seg->procs[slot].pid, __ATOMIC_ACQUIRE) == (uint32_t)e->m.pid) {
         struct mcs_seg_proc *p = &seg->procs[slot];
         uint64_t away = 0;
-        for (uint32_t s = 0; s < e->router.nservers; s++) {
-            enum mcs_health h = e->router.servers[s].health;
+        for (uint32_t s = 0; s < e->m.router.nservers; s++) {
+            enum mcs_health h = e->m.router.servers[s].health;
             away += h == MCS_HEALTH_DOWN || h == MCS_HEALTH_REJOINING;
         }
-        __atomic_store_n(&p->seen_ms, e->now_ms, __ATOMIC_RELEASE);
-        __atomic_store_n(&p->requests, e->stats.requests, __ATOMIC_RELEASE);
+        __atomic_store_n(&p->seen_ms, e->m.now_ms, __ATOMIC_RELEASE);
+        __atomic_store_n(&p->requests, e->m.stats.requests, __ATOMIC_RELEASE);
         __atomic_store_n(&p->servers_down, away, __ATOMIC_RELEASE);
     } else {
-        e->share_slot = proc_attach(seg, e->pid, "?", e->now_ms);
+        e->share_slot = proc_attach(seg, e->m.pid, "?", e->m.now_ms);
     }
-    if (e->now_ms >= e->share_reclaim_ms) {
-        e->share_reclaim_ms = e->now_ms + MCS_SHARE_RECLAIM_MS;
+    if (e->m.now_ms >= e->share_reclaim_ms) {
+        e->share_reclaim_ms = e->m.now_ms + MCS_SHARE_RECLAIM_MS;
         reclaim(seg);
     }
 }

@@ -421,11 +421,13 @@ flush_dirty(struct mcs_engine *e)
             struct mcs_backend *b = e->dirty_backends;
             e->dirty_backends = b->next_dirty;
             mcs_backend_flush(e, b);
+            mcs_engine_settle(e);
         }
         while (e->dirty_clients) {
             struct mcs_client *c = e->dirty_clients;
             e->dirty_clients = c->next_dirty;
             mcs_client_flush(e, c);
+            mcs_engine_settle(e);
         }
     }
 }
@@ -451,9 +453,12 @@ engine_step(struct mcs_engine *e)
         } else {
             mcs_client_event(e, (struct mcs_client *)tag, evs[i].events);
         }
+        mcs_engine_settle(e);
     }
     mcs_backend_check_timeouts(e);
-    mcs_avail_tick(e);
+    mcs_engine_settle(e);
+    mcs_machine_tick(&e->m);
+    mcs_engine_settle(e);
     for (int round = 0; e->dirty_backends != NULL || e->dirty_clients != NULL; round++) {
         CHECK(round < PUMP_MAX);   /* the walk keeps finding work: the loop would spin */
         flush_dirty(e);
@@ -468,16 +473,15 @@ engine_init(struct mcs_engine *e, const struct mcs_config *cfg, bool memory_tiny
     memset(e, 0, sizeof(*e));
     e->cfg = cfg;
     e->evfd = -1;
-    e->pid = (long)getpid();
-    e->start_ms = e->now_ms = START_MS;
     e->spin_score = 1024;
-    e->memory_max = memory_tiny ? 1 : (size_t)cfg->memory_mb << 20;
-    CHECK(mcs_router_init(&e->router, cfg) == 0);
-    e->failover = e->router.copies || cfg->eject;
+    struct mcs_driver drv = mcs_engine_driver;
+    drv.ctx = e;
+    CHECK(mcs_machine_init(&e->m, cfg, &drv, START_MS, (long)getpid()) == 0);
+    e->m.memory_max = memory_tiny ? 1 : (size_t)cfg->memory_mb << 20;
     size_t nb = cfg->nservers * MCS_PROTO_COUNT * cfg->connections;
     e->backends = mcs_calloc(nb, sizeof(*e->backends));
-    e->rejoin_pending = mcs_calloc(cfg->nservers, sizeof(*e->rejoin_pending));
-    CHECK(e->backends != NULL && e->rejoin_pending != NULL);
+    e->abort_wanted = mcs_calloc(cfg->nservers, sizeof(*e->abort_wanted));
+    CHECK(e->backends != NULL && e->abort_wanted != NULL && mcs_heap_init(&e->timers, (uint32_t)nb) == 0);
     for (size_t i = 0; i < nb; i++) {
         e->backends[i].fd = -1;
         e->backends[i].server = (uint32_t)(i / cfg->connections / MCS_PROTO_COUNT);
@@ -504,8 +508,9 @@ engine_free(struct mcs_engine *e)
         mcs_buf_free(&b->out);
     }
     mcs_free(e->backends);
-    mcs_free(e->rejoin_pending);
-    mcs_router_free(&e->router);
+    mcs_heap_free(&e->timers);
+    mcs_free(e->abort_wanted);
+    mcs_machine_free(&e->m);
     close(e->epfd);
 }
 
@@ -649,7 +654,7 @@ merge_waits_for(const struct mcs_engine *e, const struct mcs_request *r, bool *a
             seen[nseen] = s;
             used[nseen++] = 0;
         }
-        bool warming = e->router.servers[s->server].health == MCS_HEALTH_WARMING;
+        bool warming = e->m.router.servers[s->server].health == MCS_HEALTH_WARMING;
         size_t avail = mcs_buf_len(&s->resp) - used[k];
         if (!s->complete && (avail == 0 || warming)) {
             return s;
@@ -674,8 +679,8 @@ check_waits(struct world *w)
 {
     const struct mcs_engine *e = &w->e;
     for (const struct mcs_client *c = e->clients; c != NULL; c = c->next) {
-        const struct mcs_request *r = c->head;
-        if (r == NULL || r->done || mcs_buf_len(&c->out) > 0) {
+        const struct mcs_request *r = c->s.head;
+        if (r == NULL || r->done || mcs_buf_len(&c->s.out) > 0) {
             continue;
         }
         bool all = !r->merge;
@@ -1176,7 +1181,7 @@ engine_busy(const struct mcs_engine *e)
         }
     }
     for (const struct mcs_client *c = e->clients; c != NULL; c = c->next) {
-        if (c->head != NULL) {
+        if (c->s.head != NULL) {
             return true;
         }
     }
@@ -1232,9 +1237,9 @@ record(struct world *w, uint8_t op, const uint8_t *p, size_t len)
             shutdown(sc->fd, SHUT_WR);
         }
     } else if (act == 5) {
-        w->e.now_ms += w->e.cfg->timeout_ms + 1;
+        w->e.m.now_ms += w->e.cfg->timeout_ms + 1;
     } else if (act == 6) {
-        w->e.now_ms += w->e.cfg->retry_ms + ((op & 8) ? w->e.cfg->warmup_s * 1000ull : 0);
+        w->e.m.now_ms += w->e.cfg->retry_ms + ((op & 8) ? w->e.cfg->warmup_s * 1000ull : 0);
     }
     service(w);
 }
@@ -1247,25 +1252,25 @@ trace_engine(const struct mcs_engine *e)
         return;
     }
     size_t nb = e->cfg->nservers * MCS_PROTO_COUNT * e->cfg->connections;
-    fprintf(stderr, "engine: held %zu out %zu queued %zu stalled %u\n", e->reply_held, e->reply_out,
+    fprintf(stderr, "engine: held %zu out %zu queued %zu stalled %u\n", e->m.reply_held, e->m.reply_out,
             e->backend_queued, e->stalled);
     for (size_t i = 0; i < nb; i++) {
         const struct mcs_backend *b = &e->backends[i];
         fprintf(stderr, "backend %zu: server %u %s state %d fd %d stalled %d health %s\n", i, b->server,
                 b->proto == MCS_PROTO_BINARY ? "binary" : "text", (int)b->state, b->fd, b->stalled,
-                mcs_health_name(e->router.servers[b->server].health));
+                mcs_health_name(e->m.router.servers[b->server].health));
         for (const struct mcs_sub *sub = b->head; sub != NULL; sub = sub->next) {
             const struct mcs_request *r = sub->req;
             fprintf(stderr, "  sub of request %p kind %d cmd %s client %p (its head: %d) pending %u failed %d\n",
-                    (const void *)r, (int)r->kind, mcs_cmd_name(r->cmd), (const void *)r->client,
-                    r->client != NULL && r->client->head == r, r->pending, sub->failed);
+                    (const void *)r, (int)r->kind, mcs_cmd_name(r->cmd), (const void *)r->session,
+                    r->session != NULL && r->session->head == r, r->pending, sub->failed);
         }
     }
     for (const struct mcs_client *c = e->clients; c != NULL; c = c->next) {
         fprintf(stderr, "client %p: %s closing %d paused %d out %zu held %zu\n", (const void *)c,
-                c->proto == MCS_PROTO_BINARY ? "binary" : "text", c->closing, c->paused, mcs_buf_len(&c->out),
-                c->held);
-        for (const struct mcs_request *r = c->head; r != NULL; r = r->next) {
+                c->s.proto == MCS_PROTO_BINARY ? "binary" : "text", c->s.closing, c->paused, mcs_buf_len(&c->s.out),
+                c->s.held);
+        for (const struct mcs_request *r = c->s.head; r != NULL; r = r->next) {
             fprintf(stderr, "  request %p cmd %s pending %u done %d merge %d merge_next %u/%u\n", (const void *)r,
                     mcs_cmd_name(r->cmd), r->pending, r->done, r->merge, r->merge_next, r->nkeys);
         }
@@ -1277,7 +1282,7 @@ static bool
 clients_wait(const struct mcs_engine *e)
 {
     for (const struct mcs_client *c = e->clients; c != NULL; c = c->next) {
-        if (c->head != NULL) {
+        if (c->s.head != NULL) {
             return true;
         }
     }
@@ -1295,7 +1300,7 @@ static void
 finish(struct world *w)
 {
     for (int round = 0; round < FINAL_ROUNDS && clients_wait(&w->e); round++) {
-        w->e.now_ms += w->e.cfg->timeout_ms + 1;
+        w->e.m.now_ms += w->e.cfg->timeout_ms + 1;
         service(w);
     }
     if (clients_wait(&w->e)) {
@@ -1325,8 +1330,8 @@ finish(struct world *w)
     for (int i = 0; i < 2; i++) {
         CHECK(w->apps[i].fd < 0 || w->apps[i].ended);   /* EOF answered, then closed */
     }
-    CHECK(w->e.clients == NULL && w->e.stats.curr_connections == 0);
-    CHECK(w->e.reply_held == 0 && w->e.reply_out == 0);
+    CHECK(w->e.clients == NULL && w->e.m.stats.curr_connections == 0);
+    CHECK(w->e.m.reply_held == 0 && w->e.m.reply_out == 0);
     CHECK(w->e.backend_queued == 0 && w->e.stalled == 0);
 }
 
@@ -1354,7 +1359,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         off += len;
         if (trace) {
             fprintf(stderr, "after record %#x (%zu bytes): %u stalled, %zu held\n", op, len, w.e.stalled,
-                    w.e.reply_held);
+                    w.e.m.reply_held);
         }
     }
     finish(&w);

@@ -18,7 +18,7 @@ one handler per accepted connection. The test scripts what each request gets:
 
 Default behaviour a script can rely on: the shim's own requests are answered before
 on_request sees anything: `stats` (no argument) gets a minimal valid stats reply (pid,
-uptime, time: what preload/engine/avail.c mcs_avail_stat needs to identify an instance,
+uptime, time: what preload/core/avail.c mcs_avail_stat needs to identify an instance,
 pid fixed per FakeServer, uptime counting from its start), `version` gets
 `VERSION 1.6.99-fake`, and on binary connections NOOP and VERSION get their responses.
 Those requests are logged with auto=True. With on_request=None every other request

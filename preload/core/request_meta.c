@@ -1,5 +1,5 @@
 /*
- * preload/engine/metaproto.c: memcached's meta commands on text connections.
+ * preload/core/request_meta.c: memcached's meta commands on text connections.
  *
  * mg, ms, md, ma and me are routed by key: the decoded key when the b flag
  * says it is base64, so a key lands on the same server whichever protocol
@@ -23,7 +23,7 @@
 #include <string.h>
 
 #include "preload/core/alloc.h"
-#include "preload/engine/internal.h"
+#include "preload/core/request.h"
 
 static const char reply_mn[] = "MN\r\n";
 
@@ -58,21 +58,21 @@ kept_request(const struct mcs_request *r, struct mcs_meta_req *q)
 }
 
 void
-mcs_meta_dispatch(struct mcs_engine *e, struct mcs_client *c, const char *buf, const struct mcs_meta_req *q)
+mcs_meta_dispatch(struct mcs_machine *m, struct mcs_session *c, const char *buf, const struct mcs_meta_req *q)
 {
-    e->stats.requests++;
+    m->stats.requests++;
     if (q->cmd == MCS_META_MN) {
-        mcs_client_local_reply(e, c, reply_mn, sizeof(reply_mn) - 1);
+        mcs_session_local_reply(m, c, reply_mn, sizeof(reply_mn) - 1);
         return;
     }
     uint32_t klen;
     const char *key = mcs_meta_route_key(q, buf, &klen);
-    struct mcs_request *r = mcs_request_new(e, c, MCS_CMD_COUNT, 1, false);
+    struct mcs_request *r = mcs_request_new(m, c, MCS_CMD_COUNT, 1, false);
     if (r == NULL || mcs_meta_rewrite(buf, q, "q", NULL, &r->kept) != 0
         || (r->keys = mcs_malloc(klen ? klen : 1)) == NULL) {
         if (r != NULL) {
             r->oom = true;   /* answers SERVER_ERROR out of memory in its turn; the connection closes */
-            mcs_request_finish(e, r);
+            mcs_request_finish(m, r);
         }
         c->closing = true;
         return;
@@ -85,53 +85,53 @@ mcs_meta_dispatch(struct mcs_engine *e, struct mcs_client *c, const char *buf, c
     r->write = q->write;
     r->q.len = (uint32_t)mcs_buf_len(&r->kept);
     r->subs[0].meta = true;
-    e->stats.cmd_set += q->cmd == MCS_META_MS;
-    if (e->failover) {
-        mcs_avail_dispatch_kept(e, r, key, klen);
+    m->stats.cmd_set += q->cmd == MCS_META_MS;
+    if (m->failover) {
+        mcs_avail_dispatch_kept(m, r, key, klen);
         return;
     }
     r->pending = 1;
-    r->subs[0].server = mcs_router_server_for_key(&e->router, key, klen);
-    mcs_sub_send(e, c, &r->subs[0], mcs_buf_head(&r->kept), mcs_buf_len(&r->kept));
+    r->subs[0].server = mcs_router_server_for_key(&m->router, key, klen);
+    mcs_sub_send(m, c, &r->subs[0], mcs_buf_head(&r->kept), mcs_buf_len(&r->kept));
     if (--r->pending == 0) {
-        mcs_request_finish(e, r);
+        mcs_request_finish(m, r);
     }
 }
 
 /* One meta reply item for sub (a client's meta request, or a copy). */
 enum mcs_resp_status
-mcs_meta_reply(struct mcs_engine *e, struct mcs_sub *sub, const char *p, size_t len, size_t *used)
+mcs_meta_reply(struct mcs_machine *m, struct mcs_sub *sub, const char *p, size_t len, size_t *used)
 {
     if (sub->fetch && !sub->answer) {
-        return mcs_avail_meta_reply(e, sub, p, len, used);
+        return mcs_avail_meta_reply(m, sub, p, len, used);
     }
-    struct mcs_meta_resp m;
-    enum mcs_resp_status st = mcs_meta_resp_parse(p, len, e->cfg->item_max, &m);
+    struct mcs_meta_resp mr;
+    enum mcs_resp_status st = mcs_meta_resp_parse(p, len, m->cfg->item_max, &mr);
     if (st != MCS_RESP_OK) {
         return st;
     }
-    *used = m.len;
+    *used = mr.len;
     struct mcs_request *r = sub->req;
-    if (r->kind == MCS_REQ_CLIENT && !mcs_meta_reply_fits((enum mcs_meta_cmd)r->meta_cmd, m.code)) {
+    if (r->kind == MCS_REQ_CLIENT && !mcs_meta_reply_fits((enum mcs_meta_cmd)r->meta_cmd, mr.code)) {
         return MCS_RESP_BAD;   /* not an answer to this command: never reaches the application */
     }
     if (r->kind != MCS_REQ_CLIENT) {
-        mcs_buf_append(&r->out, p, m.len);
+        mcs_buf_append(&r->out, p, mr.len);
         return MCS_RESP_OK;
     }
     if (sub->answer) {
-        if (m.code == MCS_META_RESP_EN) {
+        if (mr.code == MCS_META_RESP_EN) {
             return MCS_RESP_OK;   /* the copy misses too: the first answer stands */
         }
         mcs_buf_reset(&r->out);
     }
-    r->meta_code = (uint8_t)m.code;
+    r->meta_code = (uint8_t)mr.code;
     if (r->meta_cmd == MCS_META_MG) {
         r->nkeys = 1;
-        r->hits = m.code == MCS_META_RESP_VA || m.code == MCS_META_RESP_HD;
+        r->hits = mr.code == MCS_META_RESP_VA || mr.code == MCS_META_RESP_HD;
     }
-    if (!(r->meta_quiet && mcs_meta_quiet_suppresses((enum mcs_meta_cmd)r->meta_cmd, m.code))
-        && mcs_buf_append(&r->out, p, m.len) != 0) {
+    if (!(r->meta_quiet && mcs_meta_quiet_suppresses((enum mcs_meta_cmd)r->meta_cmd, mr.code))
+        && mcs_buf_append(&r->out, p, mr.len) != 0) {
         r->oom = true;
     }
     return MCS_RESP_OK;
@@ -139,7 +139,7 @@ mcs_meta_reply(struct mcs_engine *e, struct mcs_sub *sub, const char *p, size_t 
 
 /* Nobody could answer r: a read misses, anything else is a server error. */
 void
-mcs_meta_failed(struct mcs_engine *e, struct mcs_request *r, uint32_t server)
+mcs_meta_failed(struct mcs_machine *m, struct mcs_request *r, uint32_t server)
 {
     mcs_buf_reset(&r->out);
     if (!r->write) {
@@ -151,9 +151,9 @@ mcs_meta_failed(struct mcs_engine *e, struct mcs_request *r, uint32_t server)
     }
     char line[MCS_HOST_MAX + 96];
     int n = snprintf(line, sizeof(line), "SERVER_ERROR mcshim: server %s unavailable\r\n",
-                     e->router.servers[server].label);
+                     m->router.servers[server].label);
     mcs_buf_append(&r->out, line, (size_t)n);
-    e->stats.server_errors++;
+    m->stats.server_errors++;
 }
 
 /* What the copies get after the first server answered r (file comment). */

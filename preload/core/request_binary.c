@@ -1,11 +1,11 @@
 /*
- * preload/engine/binproto.c: clients that speak memcached's binary protocol.
+ * preload/core/request_binary.c: requests in memcached's binary protocol.
  *
  * A connection whose first byte is 0x80 is binary (as memcached decides).
  * Its requests (core/binary parses them) are routed like text ones and go to
- * the servers over binary backend connections, rebuilt and always in their
+ * the servers over binary server connections, rebuilt and always in their
  * non-quiet form, so that every request gets exactly one reply packet and the
- * FIFO matching of backend.c holds. Quiet semantics are applied here, on the
+ * FIFO matching of the driver's connections holds. Quiet semantics are applied here, on the
  * way back: a quiet get's miss and a quiet write's success are not sent. The
  * client's opcode and opaque are written back into each reply; CAS values
  * come back as the server sent them. Replies go out in request order, so a
@@ -22,8 +22,7 @@
 #include <string.h>
 
 #include "preload/core/alloc.h"
-#include "preload/engine/internal.h"
-#include "preload/lib/log.h"
+#include "preload/core/request.h"
 
 /* The text command a binary opcode matches (replica.h rules, counters). */
 static enum mcs_cmd
@@ -93,19 +92,19 @@ server_request(const char *buf, const struct mcs_bin_req *q, struct mcs_buf *out
 
 /* A packet the shim answers itself, after every earlier reply. */
 static void
-local_packet(struct mcs_engine *e, struct mcs_client *c, uint8_t opcode, uint16_t status, uint32_t opaque,
+local_packet(struct mcs_machine *m, struct mcs_session *c, uint8_t opcode, uint16_t status, uint32_t opaque,
              const char *text)
 {
     struct mcs_buf out = { 0 };
-    struct mcs_bin_msg m = { .opcode = opcode, .status = status, .opaque = opaque };
+    struct mcs_bin_msg msg = { .opcode = opcode, .status = status, .opaque = opaque };
     if (text != NULL) {
-        m.value = text;
-        m.value_len = (uint32_t)strlen(text);
+        msg.value = text;
+        msg.value_len = (uint32_t)strlen(text);
     }
-    if (mcs_bin_put_response(&out, &m) != 0) {
+    if (mcs_bin_put_response(&out, &msg) != 0) {
         c->closing = true;
     } else {
-        mcs_client_local_reply(e, c, mcs_buf_head(&out), mcs_buf_len(&out));
+        mcs_session_local_reply(m, c, mcs_buf_head(&out), mcs_buf_len(&out));
     }
     mcs_buf_free(&out);
 }
@@ -113,20 +112,20 @@ local_packet(struct mcs_engine *e, struct mcs_client *c, uint8_t opcode, uint16_
 /* Binary stats, in pipeline order: each "STAT name value" of the text answer
  * becomes a packet (key name, value value), then an empty packet ends it. */
 void
-mcs_bin_stats_build(struct mcs_engine *e, struct mcs_request *r)
+mcs_bin_stats_build(struct mcs_machine *m, struct mcs_request *r)
 {
     struct mcs_buf text = { 0 };
     if (r->keys_len == 11 && memcmp(r->keys, "detail dump", 11) == 0) {
         /* memcached sends its (text) prefix dump as one stat named "detailed" */
-        struct mcs_bin_msg m = { .opcode = MCS_BIN_OP_STAT, .opaque = r->bin_opaque, .key = "detailed",
-                                 .key_len = 8, .value = "END\r\n", .value_len = 5 };
+        struct mcs_bin_msg msg = { .opcode = MCS_BIN_OP_STAT, .opaque = r->bin_opaque, .key = "detailed",
+                                   .key_len = 8, .value = "END\r\n", .value_len = 5 };
         struct mcs_bin_msg last = { .opcode = MCS_BIN_OP_STAT, .opaque = r->bin_opaque };
-        if (mcs_bin_put_response(&r->out, &m) != 0 || mcs_bin_put_response(&r->out, &last) != 0) {
+        if (mcs_bin_put_response(&r->out, &msg) != 0 || mcs_bin_put_response(&r->out, &last) != 0) {
             r->oom = true;
         }
         return;
     }
-    mcs_stats_build(e, r->keys, r->keys_len, &text);
+    mcs_stats_build(m, r->keys, r->keys_len, &text);
     if (mcs_buf_len(&text) == 4 && memcmp(mcs_buf_head(&text), "OK\r\n", 4) == 0) {
         mcs_buf_reset(&text);   /* detail on/off: only the terminating packet */
     }
@@ -169,26 +168,26 @@ mcs_bin_stats_packets(struct mcs_request *r, const struct mcs_buf *text)
 }
 
 static void
-dispatch_local(struct mcs_engine *e, struct mcs_client *c, const char *buf, const struct mcs_bin_req *q)
+dispatch_local(struct mcs_machine *m, struct mcs_session *c, const char *buf, const struct mcs_bin_req *q)
 {
     switch (q->base) {
     case MCS_BIN_OP_NOOP:
-        local_packet(e, c, MCS_BIN_OP_NOOP, 0, q->opaque, NULL);
+        local_packet(m, c, MCS_BIN_OP_NOOP, 0, q->opaque, NULL);
         break;
     case MCS_BIN_OP_QUIT:
         if (!q->quiet) {
-            local_packet(e, c, MCS_BIN_OP_QUIT, 0, q->opaque, NULL);
+            local_packet(m, c, MCS_BIN_OP_QUIT, 0, q->opaque, NULL);
         }
         c->closing = true;
         break;
     case MCS_BIN_OP_STAT: {
         /* deferred to the head of the pipeline, like text stats */
         bool forward = mcs_stats_forwarded(buf + q->key_off, q->key_len);
-        struct mcs_request *r = mcs_request_new(e, c, MCS_CMD_STATS, forward ? 1 : 0, false);
+        struct mcs_request *r = mcs_request_new(m, c, MCS_CMD_STATS, forward ? 1 : 0, false);
         if (r == NULL || (q->key_len > 0 && (r->keys = mcs_malloc(q->key_len)) == NULL)) {
             if (r != NULL) {
                 r->oom = true;
-                mcs_request_finish(e, r);
+                mcs_request_finish(m, r);
             }
             c->closing = true;
             return;
@@ -197,45 +196,45 @@ dispatch_local(struct mcs_engine *e, struct mcs_client *c, const char *buf, cons
         r->bin_opcode = q->opcode;
         r->bin_opaque = q->opaque;
         if (forward) {
-            mcs_stats_forward(e, c, r);
+            mcs_stats_forward(m, c, r);
             break;
         }
         if (q->key_len > 0) {
             memcpy(r->keys, buf + q->key_off, q->key_len);
         }
         r->keys_len = q->key_len;
-        mcs_client_advance(e, c);
+        mcs_session_advance(m, c);
         break;
     }
     default:
-        local_packet(e, c, q->opcode, MCS_BIN_STATUS_UNKNOWN_COMMAND, q->opaque,
+        local_packet(m, c, q->opcode, MCS_BIN_STATUS_UNKNOWN_COMMAND, q->opaque,
                      mcs_bin_status_text(MCS_BIN_STATUS_UNKNOWN_COMMAND));
         break;
     }
 }
 
 void
-mcs_bin_dispatch(struct mcs_engine *e, struct mcs_client *c, const char *buf, const struct mcs_bin_req *q)
+mcs_bin_dispatch(struct mcs_machine *m, struct mcs_session *c, const char *buf, const struct mcs_bin_req *q)
 {
-    e->stats.requests++;
+    m->stats.requests++;
     enum mcs_cmd cmd = cmd_of(q->base);
     if (q->cas != 0 && (cmd == MCS_CMD_SET || cmd == MCS_CMD_REPLACE)) {
         cmd = MCS_CMD_CAS;   /* a compare-and-swap: a refusal leaves the copies alone (replica.h) */
     }
     if (q->route == MCS_ROUTE_LOCAL) {
-        dispatch_local(e, c, buf, q);
+        dispatch_local(m, c, buf, q);
         return;
     }
-    e->stats.cmd_set += mcs_cmd_has_data(cmd);
-    e->stats.cmd_touch += cmd == MCS_CMD_TOUCH;
-    e->stats.cmd_flush += cmd == MCS_CMD_FLUSH_ALL;
+    m->stats.cmd_set += mcs_cmd_has_data(cmd);
+    m->stats.cmd_touch += cmd == MCS_CMD_TOUCH;
+    m->stats.cmd_flush += cmd == MCS_CMD_FLUSH_ALL;
     struct mcs_buf pkt = { 0 };
     if (server_request(buf, q, &pkt) != 0) {
         c->closing = true;
         return;
     }
-    uint32_t nsubs = q->route == MCS_ROUTE_ALL ? (uint32_t)e->router.nservers : 1;
-    struct mcs_request *r = mcs_request_new(e, c, cmd, nsubs, false);
+    uint32_t nsubs = q->route == MCS_ROUTE_ALL ? (uint32_t)m->router.nservers : 1;
+    struct mcs_request *r = mcs_request_new(m, c, cmd, nsubs, false);
     if (r == NULL) {
         mcs_buf_free(&pkt);
         c->closing = true;
@@ -250,31 +249,31 @@ mcs_bin_dispatch(struct mcs_engine *e, struct mcs_client *c, const char *buf, co
     r->q.key_off = MCS_BIN_HEADER_LEN + q->extras_len;
     r->q.key_len = q->key_len;
     r->q.cmd = cmd;
-    if (q->route == MCS_ROUTE_KEY && e->failover) {
+    if (q->route == MCS_ROUTE_KEY && m->failover) {
         r->kept = pkt;   /* moved: the request keeps what servers get */
-        mcs_avail_dispatch_kept(e, r, buf + q->key_off, q->key_len);
+        mcs_avail_dispatch_kept(m, r, buf + q->key_off, q->key_len);
         return;
     }
     r->pending = 1;
     if (q->route == MCS_ROUTE_KEY) {
-        r->subs[0].server = mcs_router_server_for_key(&e->router, buf + q->key_off, q->key_len);
-        mcs_sub_send(e, c, &r->subs[0], mcs_buf_head(&pkt), mcs_buf_len(&pkt));
+        r->subs[0].server = mcs_router_server_for_key(&m->router, buf + q->key_off, q->key_len);
+        mcs_sub_send(m, c, &r->subs[0], mcs_buf_head(&pkt), mcs_buf_len(&pkt));
     } else if (q->route == MCS_ROUTE_ANY) {
         uint32_t s;
-        for (s = 0; s < e->router.nservers && !mcs_router_usable(&e->router, s, e->now_ms); s++) {
+        for (s = 0; s < m->router.nservers && !mcs_router_usable(&m->router, s, m->now_ms); s++) {
         }
-        r->subs[0].server = s < e->router.nservers ? s : 0;
-        if (s == e->router.nservers) {
+        r->subs[0].server = s < m->router.nservers ? s : 0;
+        if (s == m->router.nservers) {
             r->pending++;
             r->subs[0].failed = true;
-            mcs_request_sub_done(e, &r->subs[0]);
+            mcs_request_sub_done(m, &r->subs[0]);
         } else {
-            mcs_sub_send(e, c, &r->subs[0], mcs_buf_head(&pkt), mcs_buf_len(&pkt));
+            mcs_sub_send(m, c, &r->subs[0], mcs_buf_head(&pkt), mcs_buf_len(&pkt));
         }
     } else {
         for (uint32_t s = 0; s < nsubs; s++) {
             r->subs[s].server = s;
-            mcs_sub_send(e, c, &r->subs[s], mcs_buf_head(&pkt), mcs_buf_len(&pkt));
+            mcs_sub_send(m, c, &r->subs[s], mcs_buf_head(&pkt), mcs_buf_len(&pkt));
         }
     }
     if (q->base == MCS_BIN_OP_GETK || q->base == MCS_BIN_OP_GATK) {
@@ -283,7 +282,7 @@ mcs_bin_dispatch(struct mcs_engine *e, struct mcs_client *c, const char *buf, co
         mcs_buf_free(&pkt);
     }
     if (--r->pending == 0) {
-        mcs_request_finish(e, r);
+        mcs_request_finish(m, r);
     }
 }
 
@@ -312,10 +311,10 @@ key_echoed(const struct mcs_request *r, const char *p, const struct mcs_bin_resp
 /* One reply packet for sub. Returns true when the sub is complete (always:
  * every request the shim sends gets one packet). */
 bool
-mcs_bin_deliver(struct mcs_engine *e, struct mcs_sub *sub, const char *p, const struct mcs_bin_resp *resp, bool *bad)
+mcs_bin_deliver(struct mcs_machine *m, struct mcs_sub *sub, const char *p, const struct mcs_bin_resp *resp, bool *bad)
 {
     struct mcs_request *r = sub->req;
-    (void)e;
+    (void)m;
     if (r->kind == MCS_REQ_CLIENT
         && (!mcs_bin_reply_fits(mcs_bin_op_base(r->bin_opcode), r->bin_opaque, resp) || !key_echoed(r, p, resp))) {
         *bad = true;   /* not an answer to this request: never reaches the application */
@@ -329,8 +328,8 @@ mcs_bin_deliver(struct mcs_engine *e, struct mcs_sub *sub, const char *p, const 
     uint8_t base = mcs_bin_op_base(r->bin_opcode);
     if (mcs_cmd_route(r->cmd) == MCS_ROUTE_ALL) {
         /* one answer for all servers: the first error, else the first success */
-        r->hits++;   /* servers that answered */
-        if (r->hits > 1 && (resp->status == 0 || r->bin_status != 0)) {
+        r->answered++;
+        if (r->answered > 1 && (resp->status == 0 || r->bin_status != 0)) {
             return true;
         }
         mcs_buf_reset(&r->out);
@@ -340,8 +339,8 @@ mcs_bin_deliver(struct mcs_engine *e, struct mcs_sub *sub, const char *p, const 
         r->hits = 1;
     }
     if (resp->status == 0 && resp->value_len == 8 && (base == MCS_BIN_OP_INCREMENT || base == MCS_BIN_OP_DECREMENT)) {
-        memcpy(r->args, p + resp->value_off, 8);   /* the new value, for the copies (avail.c) */
-        r->args_len = 8;
+        memcpy(r->arith_value, p + resp->value_off, 8);   /* the new value, for the copies (avail.c) */
+        r->has_arith_value = true;
     }
     if (mcs_bin_quiet_suppresses(r->bin_opcode, resp->status)) {
         return true;
@@ -358,7 +357,7 @@ mcs_bin_deliver(struct mcs_engine *e, struct mcs_sub *sub, const char *p, const 
 /* r's server failed and nobody else can answer: a read misses, anything else
  * gets a temporary failure. */
 void
-mcs_bin_failed(struct mcs_engine *e, struct mcs_request *r, uint32_t server)
+mcs_bin_failed(struct mcs_machine *m, struct mcs_request *r, uint32_t server)
 {
     uint8_t base = mcs_bin_op_base(r->bin_opcode);
     uint16_t status = is_read(base) ? MCS_BIN_STATUS_KEY_ENOENT : MCS_BIN_STATUS_ETMPFAIL;
@@ -368,7 +367,7 @@ mcs_bin_failed(struct mcs_engine *e, struct mcs_request *r, uint32_t server)
     mcs_buf_reset(&r->out);
     r->bin_status = status;
     if (!is_read(base)) {
-        e->stats.server_errors++;
+        m->stats.server_errors++;
     }
     if (mcs_bin_quiet_suppresses(r->bin_opcode, status)) {
         return;
@@ -376,7 +375,7 @@ mcs_bin_failed(struct mcs_engine *e, struct mcs_request *r, uint32_t server)
     char text[MCS_HOST_MAX + 64];
     const char *why = is_read(base) ? mcs_bin_status_text(status) : text;
     if (!is_read(base)) {
-        snprintf(text, sizeof(text), "mcshim: server %s unavailable", e->router.servers[server].label);
+        snprintf(text, sizeof(text), "mcshim: server %s unavailable", m->router.servers[server].label);
     }
     struct mcs_bin_msg reply = { .opcode = r->bin_opcode, .status = status, .opaque = r->bin_opaque,
                                  .value = why, .value_len = (uint32_t)strlen(why) };

@@ -1,9 +1,9 @@
 /*
- * preload/engine/avail.c: availability inside the engine: failover, copies,
- * probes, rejoin and warm-up (docs/availability.md).
+ * preload/core/avail.c: the request machine's availability decisions:
+ * failover, copies, probes, rejoin and warm-up (docs/availability.md).
  *
  * Used when keys have somewhere else to go (MCSHIM_REPLICAS > 1, a backup
- * pool, or MCSHIM_EJECT=1); otherwise client.c's plain paths run alone.
+ * pool, or MCSHIM_EJECT=1); otherwise request.c's plain paths run alone.
  * - One key (set, delete, incr, ...): the request is kept and sent to the first
  *   usable server of the key's targets (router.h); if that server fails, the
  *   next one is tried, so the application sees an answer while any copy is
@@ -24,58 +24,56 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "preload/core/alloc.h"
 #include "preload/core/meta.h"
-#include "preload/engine/internal.h"
-#include "preload/lib/log.h"
+#include "preload/core/request.h"
 
 #define MCS_REJOIN_BATCH 1024   /* replayed deletes in flight per server */
 
-static void send_copy(struct mcs_engine *e, struct mcs_request *r, uint32_t server, enum mcs_copy_action action,
+static void send_copy(struct mcs_machine *m, struct mcs_request *r, uint32_t server, enum mcs_copy_action action,
                       const char *key, size_t key_len);
-static void fetch_send(struct mcs_engine *e, struct mcs_request *r, uint32_t key_index, const char *key, size_t len,
+static void fetch_send(struct mcs_machine *m, struct mcs_request *r, uint32_t key_index, const char *key, size_t len,
                        uint32_t from, uint32_t warming);
 
 static bool
-usable(struct mcs_engine *e, uint32_t s)
+usable(struct mcs_machine *m, uint32_t s)
 {
-    return mcs_router_usable(&e->router, s, e->now_ms);
+    return mcs_router_usable(&m->router, s, m->now_ms);
 }
 
 static struct mcs_server *
-server(struct mcs_engine *e, uint32_t s)
+server(struct mcs_machine *m, uint32_t s)
 {
-    return &e->router.servers[s];
+    return &m->router.servers[s];
 }
 
 /* Server s did not get a write of key (away, or the write failed). A server
  * still in use is told to drop the key at once; the router remembers it either
  * way, for the server's next rejoin. */
 static void
-missed(struct mcs_engine *e, uint32_t s, const char *key, size_t len, bool invalidate_now)
+missed(struct mcs_machine *m, uint32_t s, const char *key, size_t len, bool invalidate_now)
 {
-    mcs_router_missed(&e->router, s, key, len);
-    if (invalidate_now && usable(e, s)) {
-        send_copy(e, NULL, s, MCS_COPY_DELETE, key, len);
-    } else if (!usable(e, s) && mcs_router_shared(&e->router, s) && mcs_router_host_usable(&e->router, s)) {
+    mcs_router_missed(&m->router, s, key, len);
+    if (invalidate_now && usable(m, s)) {
+        send_copy(m, NULL, s, MCS_COPY_DELETE, key, len);
+    } else if (!usable(m, s) && mcs_router_shared(&m->router, s) && mcs_router_host_usable(&m->router, s)) {
         /* Logged after another process brought s back (its last look at the log
          * may have come before this key): s serves reads, so it drops the key now. */
-        send_copy(e, NULL, s, MCS_COPY_DELETE, key, len);
+        send_copy(m, NULL, s, MCS_COPY_DELETE, key, len);
     }
 }
 
-/* A request of the engine's own, with one sub for server s, not in any pipeline. */
+/* A request of the machine's own, with one sub for server s, not in any pipeline. */
 static struct mcs_request *
-own_request(struct mcs_engine *e, enum mcs_req_kind kind, enum mcs_cmd cmd, uint32_t s, uint64_t client_id)
+own_request(struct mcs_machine *m, enum mcs_req_kind kind, enum mcs_cmd cmd, uint32_t s, uint64_t conn)
 {
-    struct mcs_request *r = mcs_request_new(e, NULL, cmd, 1, true);
+    struct mcs_request *r = mcs_request_new(m, NULL, cmd, 1, true);
     if (r == NULL) {
         return NULL;
     }
     r->kind = kind;
-    r->client_id = client_id;
+    r->conn = conn;
     r->subs[0].server = s;
     r->pending = 1;
     return r;
@@ -84,13 +82,13 @@ own_request(struct mcs_engine *e, enum mcs_req_kind kind, enum mcs_cmd cmd, uint
 /* Out of memory for a client request: it answers an error in its turn (the
  * connection is then closed), or is dropped if nobody waits for it. */
 static void
-answer_oom(struct mcs_engine *e, struct mcs_request *r)
+answer_oom(struct mcs_machine *m, struct mcs_request *r)
 {
     r->cmd = MCS_CMD_COUNT;   /* answered locally: no END, no merge */
     r->merge = false;
     mcs_buf_reset(&r->out);
     mcs_buf_append(&r->out, "SERVER_ERROR out of memory\r\n", 28);
-    mcs_request_finish(e, r);
+    mcs_request_finish(m, r);
 }
 
 /* ---- one key -------------------------------------------------------------------------------- */
@@ -109,19 +107,19 @@ kept_key(const struct mcs_request *r, size_t *len)
 /* Sends r to the first usable of its targets from index `from`; targets passed
  * over missed the write. Returns false if none is usable. */
 static bool
-key_send_from(struct mcs_engine *e, struct mcs_request *r, uint32_t from)
+key_send_from(struct mcs_machine *m, struct mcs_request *r, uint32_t from)
 {
     size_t klen;
     const char *key = kept_key(r, &klen);
     for (uint32_t i = from; i < r->ntargets; i++) {
         uint32_t s = r->targets[i];
-        if (!usable(e, s)) {
-            server(e, s)->stats.fast_fails++;
+        if (!usable(m, s)) {
+            server(m, s)->stats.fast_fails++;
             if (i + 1 < r->ntargets) {
-                server(e, s)->stats.failovers++;
+                server(m, s)->stats.failovers++;
             }
             if (r->write) {
-                missed(e, s, key, klen, false);
+                missed(m, s, key, klen, false);
             }
             continue;
         }
@@ -133,10 +131,10 @@ key_send_from(struct mcs_engine *e, struct mcs_request *r, uint32_t from)
         sub->failed = false;
         r->pending++;
         if (q->noreply_len > 0) {
-            mcs_backend_send(e, sub, r->client_id, p, q->noreply_off, p + q->noreply_off + q->noreply_len,
+            mcs_machine_send(m, sub, r->conn, p, q->noreply_off, p + q->noreply_off + q->noreply_len,
                              q->len - q->noreply_off - q->noreply_len);
         } else {
-            mcs_backend_send(e, sub, r->client_id, p, q->len, NULL, 0);
+            mcs_machine_send(m, sub, r->conn, p, q->len, NULL, 0);
         }
         return true;
     }
@@ -144,49 +142,49 @@ key_send_from(struct mcs_engine *e, struct mcs_request *r, uint32_t from)
 }
 
 void
-mcs_avail_dispatch_key(struct mcs_engine *e, struct mcs_client *c, const char *buf, const struct mcs_ascii_req *q)
+mcs_avail_dispatch_key(struct mcs_machine *m, struct mcs_session *c, const char *buf, const struct mcs_ascii_req *q)
 {
-    struct mcs_request *r = mcs_request_new(e, c, q->cmd, 1, q->noreply);
+    struct mcs_request *r = mcs_request_new(m, c, q->cmd, 1, q->noreply);
     if (r == NULL || mcs_buf_append(&r->kept, buf, q->len) != 0) {
         if (r != NULL) {
-            answer_oom(e, r);
+            answer_oom(m, r);
         }
         c->closing = true;
         return;
     }
     r->q = *q;
     r->write = true;   /* every text command routed by one key can change data */
-    mcs_avail_dispatch_kept(e, r, buf + q->key_off, q->key_len);
+    mcs_avail_dispatch_kept(m, r, buf + q->key_off, q->key_len);
 }
 
 /* Sends r, whose bytes for the servers are in r->kept (key at r->q's key
  * span), to the first usable server of key's targets. */
 void
-mcs_avail_dispatch_kept(struct mcs_engine *e, struct mcs_request *r, const char *key, size_t key_len)
+mcs_avail_dispatch_kept(struct mcs_machine *m, struct mcs_request *r, const char *key, size_t key_len)
 {
-    r->ntargets = (uint8_t)mcs_router_targets(&e->router, key, key_len, r->targets);
+    r->ntargets = (uint8_t)mcs_router_targets(&m->router, key, key_len, r->targets);
     r->pending = 1;   /* held while sending */
-    if (!key_send_from(e, r, 0)) {
+    if (!key_send_from(m, r, 0)) {
         if (r->is_meta) {
-            mcs_meta_failed(e, r, r->targets[0]);
+            mcs_meta_failed(m, r, r->targets[0]);
         } else if (r->proto == MCS_PROTO_BINARY) {
-            mcs_bin_failed(e, r, r->targets[0]);
+            mcs_bin_failed(m, r, r->targets[0]);
         } else {
             char line[MCS_HOST_MAX + 96];
             int n = snprintf(line, sizeof(line), "SERVER_ERROR mcshim: server %s unavailable\r\n",
-                             server(e, r->targets[0])->label);
+                             server(m, r->targets[0])->label);
             mcs_buf_append(&r->out, line, (size_t)n);
-            e->stats.server_errors++;
+            m->stats.server_errors++;
         }
     }
     if (--r->pending == 0) {
-        mcs_request_finish(e, r);
+        mcs_request_finish(m, r);
     }
 }
 
 /* The key's server answered: the copies after it get what the rule says. */
 static void
-key_copies(struct mcs_engine *e, struct mcs_request *r)
+key_copies(struct mcs_machine *m, struct mcs_request *r)
 {
     enum mcs_copy_action action;
     if (r->is_meta) {
@@ -200,18 +198,18 @@ key_copies(struct mcs_engine *e, struct mcs_request *r)
     if (action == MCS_COPY_NONE) {
         return;
     }
-    if (!e->router.copies) {
+    if (!m->router.copies) {
         return;   /* eject: the live-ring owner stands in for a down primary; it is not a copy */
     }
     size_t klen;
     const char *key = kept_key(r, &klen);
     for (uint32_t i = r->tried + 1u; i < r->ntargets; i++) {
         uint32_t s = r->targets[i];
-        if (!usable(e, s)) {
-            missed(e, s, key, klen, false);
+        if (!usable(m, s)) {
+            missed(m, s, key, klen, false);
             continue;
         }
-        send_copy(e, r, s, action, key, klen);
+        send_copy(m, r, s, action, key, klen);
     }
 }
 
@@ -252,16 +250,16 @@ copy_packet(enum mcs_copy_action action, const struct mcs_request *r, struct mcs
 }
 
 /* Sends action for key to server s. With r (a client write) and sync writes,
- * r waits for it. r == NULL: an invalidation of the engine's own. */
+ * r waits for it. r == NULL: an invalidation of the machine's own. */
 static void
-send_copy(struct mcs_engine *e, struct mcs_request *r, uint32_t s, enum mcs_copy_action action, const char *key,
+send_copy(struct mcs_machine *m, struct mcs_request *r, uint32_t s, enum mcs_copy_action action, const char *key,
           size_t key_len)
 {
     static const enum mcs_cmd cmd_of[MCS_COPY_COUNT] = {
         [MCS_COPY_SET] = MCS_CMD_SET, [MCS_COPY_DELETE] = MCS_CMD_DELETE, [MCS_COPY_TOUCH] = MCS_CMD_TOUCH,
     };
     enum mcs_cmd cmd = action == MCS_COPY_ARITH ? r->cmd : cmd_of[action];
-    struct mcs_request *c = own_request(e, MCS_REQ_COPY, cmd, s, r != NULL ? r->client_id : 0);
+    struct mcs_request *c = own_request(m, MCS_REQ_COPY, cmd, s, r != NULL ? r->conn : 0);
     struct mcs_buf line = { 0 };
     int rc = c == NULL ? -1 : 0;
     if (rc == 0) {
@@ -282,44 +280,45 @@ send_copy(struct mcs_engine *e, struct mcs_request *r, uint32_t s, enum mcs_copy
         } else if (r->merge) {
             /* a hit of a text gat/gats: touch with the exptime it asked for */
             rc = mcs_buf_append(&line, "touch ", 6) | mcs_buf_append(&line, key, key_len) | mcs_buf_append(&line, " ", 1)
-                 | mcs_buf_append(&line, r->args, r->args_len) | mcs_buf_append(&line, "\r\n", 2);
+                 | mcs_buf_append(&line, r->exptime, r->exptime_len) | mcs_buf_append(&line, "\r\n", 2);
         } else {
             rc = mcs_copy_build(action, mcs_buf_head(&r->kept), &r->q, key, key_len, &line);
         }
     }
     if (rc == 0 && action == MCS_COPY_ARITH) {
         /* the primary's result, to compare with the copy's */
-        rc = r->proto == MCS_PROTO_BINARY ? mcs_buf_append(&c->kept, r->args, r->args_len)
-                                          : mcs_buf_append(&c->kept, mcs_buf_head(&r->out), mcs_buf_len(&r->out));
+        rc = r->proto == MCS_PROTO_BINARY
+                 ? mcs_buf_append(&c->expect, r->arith_value, r->has_arith_value ? sizeof(r->arith_value) : 0)
+                 : mcs_buf_append(&c->expect, mcs_buf_head(&r->out), mcs_buf_len(&r->out));
     }
     if (rc != 0) {
         if (c != NULL) {
-            mcs_request_free(e, c);
+            mcs_request_free(m, c);
         }
         mcs_buf_free(&line);
-        mcs_router_missed(&e->router, s, key, key_len);
+        mcs_router_missed(&m->router, s, key, key_len);
         return;
     }
-    if (r != NULL && e->cfg->write == MCS_WRITE_SYNC && r->kind == MCS_REQ_CLIENT && r->ntargets > 0) {
+    if (r != NULL && m->cfg->write == MCS_WRITE_SYNC && r->kind == MCS_REQ_CLIENT && r->ntargets > 0) {
         c->parent = r;
         r->pending++;
     }
     if (action == MCS_COPY_DELETE) {
-        e->stats.copy_invalidations++;
+        m->stats.copy_invalidations++;
     } else {
-        e->stats.copy_writes++;
+        m->stats.copy_writes++;
     }
-    mcs_backend_send(e, &c->subs[0], c->client_id, mcs_buf_head(&line), mcs_buf_len(&line), NULL, 0);
+    mcs_machine_send(m, &c->subs[0], c->conn, mcs_buf_head(&line), mcs_buf_len(&line), NULL, 0);
     mcs_buf_free(&line);
 }
 
 static void
-copy_done(struct mcs_engine *e, struct mcs_sub *sub)
+copy_done(struct mcs_machine *m, struct mcs_sub *sub)
 {
     struct mcs_request *c = sub->req;
     if (sub->failed) {
-        missed(e, sub->server, c->keys, c->keys_len, false);
-    } else if (mcs_buf_len(&c->kept) > 0) {
+        missed(m, sub->server, c->keys, c->keys_len, false);
+    } else if (mcs_buf_len(&c->expect) > 0) {
         /* incr/decr: a copy whose result differs from the primary's is dropped */
         const char *got = mcs_buf_head(&c->out);
         size_t n = mcs_buf_len(&c->out);
@@ -331,16 +330,16 @@ copy_done(struct mcs_engine *e, struct mcs_sub *sub)
             got += counted ? resp.value_off : 0;
             n = counted ? 8 : 0;
         }
-        if (counted && (n != mcs_buf_len(&c->kept) || memcmp(got, mcs_buf_head(&c->kept), n) != 0)) {
-            send_copy(e, NULL, sub->server, MCS_COPY_DELETE, c->keys, c->keys_len);
+        if (counted && (n != mcs_buf_len(&c->expect) || memcmp(got, mcs_buf_head(&c->expect), n) != 0)) {
+            send_copy(m, NULL, sub->server, MCS_COPY_DELETE, c->keys, c->keys_len);
         }
     }
     struct mcs_request *parent = c->parent;
     if (parent != NULL && --parent->pending == 0) {
-        mcs_request_finish(e, parent);
+        mcs_request_finish(m, parent);
     }
     if (--c->pending == 0) {
-        mcs_request_finish(e, c);
+        mcs_request_finish(m, c);
     }
 }
 
@@ -350,32 +349,32 @@ copy_done(struct mcs_engine *e, struct mcs_sub *sub)
  * protocol), ahead of its later requests; a server away records the key for
  * its rejoin. */
 void
-mcs_avail_drop_key(struct mcs_engine *e, struct mcs_client *c, const char *key, size_t len)
+mcs_avail_drop_key(struct mcs_machine *m, struct mcs_session *c, const char *key, size_t len)
 {
     uint32_t t[MCS_MAX_TARGETS];
-    uint32_t n = mcs_router_targets(&e->router, key, len, t);
+    uint32_t n = mcs_router_targets(&m->router, key, len, t);
     for (uint32_t i = 0; i < n; i++) {
         struct mcs_buf line = { 0 };
-        struct mcs_request *d = usable(e, t[i]) ? own_request(e, MCS_REQ_COPY, MCS_CMD_DELETE, t[i], c->id) : NULL;
+        struct mcs_request *d = usable(m, t[i]) ? own_request(m, MCS_REQ_COPY, MCS_CMD_DELETE, t[i], c->id) : NULL;
         int rc = d == NULL || (d->keys = mcs_malloc(len ? len : 1)) == NULL ? -1 : 0;
         if (rc == 0 && c->proto == MCS_PROTO_BINARY) {
-            struct mcs_bin_msg m = { .opcode = MCS_BIN_OP_DELETE, .key = key, .key_len = (uint16_t)len };
+            struct mcs_bin_msg msg = { .opcode = MCS_BIN_OP_DELETE, .key = key, .key_len = (uint16_t)len };
             d->proto = MCS_PROTO_BINARY;
-            rc = mcs_bin_put_request(&line, &m);
+            rc = mcs_bin_put_request(&line, &msg);
         } else if (rc == 0) {
             rc = mcs_copy_delete_line(&line, key, len);
         }
         if (rc != 0) {
             if (d != NULL) {
-                mcs_request_free(e, d);
+                mcs_request_free(m, d);
             }
             mcs_buf_free(&line);
-            mcs_router_missed(&e->router, t[i], key, len);
+            mcs_router_missed(&m->router, t[i], key, len);
             continue;
         }
         memcpy(d->keys, key, len);
         d->keys_len = (uint32_t)len;
-        mcs_backend_send(e, &d->subs[0], c->id, mcs_buf_head(&line), mcs_buf_len(&line), NULL, 0);
+        mcs_machine_send(m, &d->subs[0], c->id, mcs_buf_head(&line), mcs_buf_len(&line), NULL, 0);
         mcs_buf_free(&line);
     }
 }
@@ -384,17 +383,17 @@ mcs_avail_drop_key(struct mcs_engine *e, struct mcs_client *c, const char *key, 
 
 /* The first usable target of key from index `from`, or -1. */
 static int
-first_usable(struct mcs_engine *e, const char *key, size_t len, uint32_t from, uint32_t *server_out)
+first_usable(struct mcs_machine *m, const char *key, size_t len, uint32_t from, uint32_t *server_out)
 {
     uint32_t t[MCS_MAX_TARGETS];
-    uint32_t n = mcs_router_targets(&e->router, key, len, t);
+    uint32_t n = mcs_router_targets(&m->router, key, len, t);
     for (uint32_t i = from; i < n; i++) {
-        if (usable(e, t[i])) {
+        if (usable(m, t[i])) {
             *server_out = t[i];
             return (int)i;
         }
         if (i + 1 < n) {
-            server(e, t[i])->stats.failovers++;
+            server(m, t[i])->stats.failovers++;
         }
     }
     return -1;
@@ -419,7 +418,7 @@ child_new(struct mcs_request *r, uint32_t s)
  * (key_try: the index in their targets to try next), one new sub per server.
  * Keys with nowhere to go miss. Returns how many keys found a new server. */
 static uint32_t
-keys_move(struct mcs_engine *e, struct mcs_request *r, struct mcs_sub *from)
+keys_move(struct mcs_machine *m, struct mcs_request *r, struct mcs_sub *from)
 {
     struct mcs_sub *made[MCS_MAX_SERVERS > 64 ? 64 : MCS_MAX_SERVERS];
     uint32_t nmade = 0, pos = 0, off, len, moved = 0;
@@ -428,16 +427,16 @@ keys_move(struct mcs_engine *e, struct mcs_request *r, struct mcs_sub *from)
             continue;
         }
         uint32_t s;
-        int at = first_usable(e, r->keys + off, len, r->key_try[i], &s);
+        int at = first_usable(m, r->keys + off, len, r->key_try[i], &s);
         r->key_sub[i] = NULL;
         if (at < 0) {
             continue;
         }
         r->key_try[i] = (uint8_t)(at + 1);
         struct mcs_sub *to = NULL;
-        for (uint32_t m = 0; m < nmade; m++) {
-            if (made[m]->server == s) {
-                to = made[m];
+        for (uint32_t k = 0; k < nmade; k++) {
+            if (made[k]->server == s) {
+                to = made[k];
             }
         }
         if (to == NULL && nmade < sizeof(made) / sizeof(made[0])) {
@@ -447,51 +446,51 @@ keys_move(struct mcs_engine *e, struct mcs_request *r, struct mcs_sub *from)
         r->key_sub[i] = to;
         moved += to != NULL;
     }
-    for (uint32_t m = 0; m < nmade; m++) {
-        mcs_request_send_keys(e, r, made[m]);
+    for (uint32_t k = 0; k < nmade; k++) {
+        mcs_request_send_keys(m, r, made[k]);
     }
     return moved;
 }
 
 void
-mcs_avail_dispatch_keys(struct mcs_engine *e, struct mcs_client *c, const char *buf, const struct mcs_ascii_req *q)
+mcs_avail_dispatch_keys(struct mcs_machine *m, struct mcs_session *c, const char *buf, const struct mcs_ascii_req *q)
 {
     uint32_t n = q->nkeys, pos = q->key_off, off, len;
-    struct mcs_request *r = mcs_request_new(e, c, q->cmd, 0, false);
+    struct mcs_request *r = mcs_request_new(m, c, q->cmd, 0, false);
     if (r == NULL) {
         c->closing = true;
         return;
     }
-    r->client_id = c->id;
+    r->conn = c->id;
     r->merge = true;
     r->nkeys = n;
     r->keys_len = q->keys_end - q->key_off;
     r->keys = mcs_malloc(r->keys_len + 1);
     r->key_sub = mcs_calloc(n, sizeof(*r->key_sub));
     r->key_try = mcs_calloc(n, sizeof(*r->key_try));
-    if (r->keys == NULL || r->key_sub == NULL || r->key_try == NULL || q->args_len > sizeof(r->args)) {
-        answer_oom(e, r);
+    if (r->keys == NULL || r->key_sub == NULL || r->key_try == NULL || q->args_len > sizeof(r->exptime)) {
+        answer_oom(m, r);
         c->closing = true;
         return;
     }
     memcpy(r->keys, buf + q->key_off, r->keys_len);
-    memcpy(r->args, buf + q->args_off, q->args_len);
-    r->args_len = (uint8_t)q->args_len;
+    memcpy(r->exptime, buf + q->args_off, q->args_len);
+    r->exptime_len = (uint8_t)q->args_len;
     r->pending = 1;
     /* Each key to its first usable target, grouped by server through a fake failed sub. */
     struct mcs_sub start = { .req = r };
     for (uint32_t i = 0; i < n && mcs_ascii_next_token(buf, &pos, q->keys_end, &off, &len); i++) {
         r->key_sub[i] = &start;   /* key_try[i] = 0: start from the primary */
     }
-    keys_move(e, r, &start);
+    keys_move(m, r, &start);
     if (--r->pending == 0) {
-        mcs_request_finish(e, r);
+        mcs_request_finish(m, r);
     }
 }
 
 /* A warming server answered a retrieval: its misses are fetched from a copy. */
 static void
-keys_warm(struct mcs_engine *e, struct mcs_request *r, struct mcs_sub *sub)
+keys_warm(struct mcs_machine *m, struct mcs_request *r, struct mcs_sub *sub)
 {
     size_t avail = mcs_buf_len(&sub->resp);
     const char *p = avail > 0 ? mcs_buf_head(&sub->resp) : NULL;   /* no data yet: NULL + 0 is UB */
@@ -507,22 +506,22 @@ keys_warm(struct mcs_engine *e, struct mcs_request *r, struct mcs_sub *sub)
             avail -= item.len;
             continue;
         }
-        fetch_send(e, r, i, r->keys + off, len, r->key_try[i], sub->server);
+        fetch_send(m, r, i, r->keys + off, len, r->key_try[i], sub->server);
     }
 }
 
 /* A retrieval's key was found on server from->server: gat/gats touch its copies too. */
 void
-mcs_avail_merged(struct mcs_engine *e, struct mcs_request *r, const char *key, uint32_t len, const struct mcs_sub *from)
+mcs_avail_merged(struct mcs_machine *m, struct mcs_request *r, const char *key, uint32_t len, const struct mcs_sub *from)
 {
     if (r->cmd != MCS_CMD_GAT && r->cmd != MCS_CMD_GATS) {
         return;
     }
     uint32_t t[MCS_MAX_TARGETS];
-    uint32_t n = mcs_router_targets(&e->router, key, len, t);
-    for (uint32_t i = 0; i < n && e->router.copies; i++) {
-        if (t[i] != from->server && !(from->fetch && t[i] == from->fill_server) && usable(e, t[i])) {
-            send_copy(e, r, t[i], MCS_COPY_TOUCH, key, len);
+    uint32_t n = mcs_router_targets(&m->router, key, len, t);
+    for (uint32_t i = 0; i < n && m->router.copies; i++) {
+        if (t[i] != from->server && !(from->fetch && t[i] == from->fill_server) && usable(m, t[i])) {
+            send_copy(m, r, t[i], MCS_COPY_TOUCH, key, len);
         }
     }
 }
@@ -587,7 +586,7 @@ gat_exptime(const struct mcs_request *r)
         const unsigned char *x = (const unsigned char *)mcs_buf_head(&r->kept) + MCS_BIN_HEADER_LEN;
         exptime = (int64_t)((uint32_t)x[0] << 24 | (uint32_t)x[1] << 16 | (uint32_t)x[2] << 8 | x[3]);
     } else {
-        number(r->args, r->args_len, &exptime);
+        number(r->exptime, r->exptime_len, &exptime);
     }
     return exptime;
 }
@@ -601,11 +600,11 @@ is_gat(const struct mcs_request *r)
 /* Asks the first usable server of key's targets from index `from` for the
  * item (`mg <key> v f t c`), for warming server `warming`. */
 static void
-fetch_send(struct mcs_engine *e, struct mcs_request *r, uint32_t key_index, const char *key, size_t len,
+fetch_send(struct mcs_machine *m, struct mcs_request *r, uint32_t key_index, const char *key, size_t len,
            uint32_t from, uint32_t warming)
 {
     uint32_t s;
-    if (first_usable(e, key, len, from, &s) < 0) {
+    if (first_usable(m, key, len, from, &s) < 0) {
         return;
     }
     struct mcs_sub *f = child_new(r, s);
@@ -627,7 +626,7 @@ fetch_send(struct mcs_engine *e, struct mcs_request *r, uint32_t key_index, cons
     rc |= mcs_buf_append(&line, "\r\n", 2);
     if (rc == 0) {
         r->pending++;
-        mcs_backend_send(e, f, r->client_id, mcs_buf_head(&line), mcs_buf_len(&line), NULL, 0);
+        mcs_machine_send(m, f, r->conn, mcs_buf_head(&line), mcs_buf_len(&line), NULL, 0);
     }
     mcs_buf_free(&line);
 }
@@ -636,7 +635,7 @@ fetch_send(struct mcs_engine *e, struct mcs_request *r, uint32_t key_index, cons
  * and is added back to the warming server with its flags and remaining TTL
  * (`add`: a newer value written meanwhile is never overwritten). */
 static void
-warm_hit(struct mcs_engine *e, struct mcs_sub *sub, const char *data, uint32_t size, uint32_t flags, int64_t ttl,
+warm_hit(struct mcs_machine *m, struct mcs_sub *sub, const char *data, uint32_t size, uint32_t flags, int64_t ttl,
          uint64_t cas)
 {
     struct mcs_request *r = sub->req;
@@ -649,11 +648,11 @@ warm_hit(struct mcs_engine *e, struct mcs_sub *sub, const char *data, uint32_t s
         bool with_key = base == MCS_BIN_OP_GETK || base == MCS_BIN_OP_GATK;
         unsigned char x[4] = { (unsigned char)(flags >> 24), (unsigned char)(flags >> 16), (unsigned char)(flags >> 8),
                                (unsigned char)flags };
-        struct mcs_bin_msg m = { .opcode = r->bin_opcode, .opaque = r->bin_opaque, .cas = cas,
+        struct mcs_bin_msg msg = { .opcode = r->bin_opcode, .opaque = r->bin_opaque, .cas = cas,
                                  .extras = (const char *)x, .extras_len = 4, .key = with_key ? key : NULL,
                                  .key_len = with_key ? (uint16_t)klen : 0, .value = data, .value_len = size };
         mcs_buf_reset(&r->out);
-        if (mcs_bin_put_response(&r->out, &m) != 0) {
+        if (mcs_bin_put_response(&r->out, &msg) != 0) {
             return;
         }
         r->bin_status = 0;
@@ -672,15 +671,15 @@ warm_hit(struct mcs_engine *e, struct mcs_sub *sub, const char *data, uint32_t s
         }
         r->key_sub[sub->key] = sub;
     }
-    if (ttl == 0 || !usable(e, sub->fill_server)) {
+    if (ttl == 0 || !usable(m, sub->fill_server)) {
         return;   /* about to expire, or the warming server left again */
     }
     /* remaining TTL; memcached reads more than 30 days as a unix time */
     int64_t exptime = is_gat(r) ? gat_exptime(r) : ttl < 0 ? 0 : ttl;
     if (!is_gat(r) && exptime > 2592000) {
-        exptime += (int64_t)time(NULL);
+        exptime += (int64_t)m->unix_s;
     }
-    struct mcs_request *f = own_request(e, MCS_REQ_FILL, MCS_CMD_ADD, sub->fill_server, r->client_id);
+    struct mcs_request *f = own_request(m, MCS_REQ_FILL, MCS_CMD_ADD, sub->fill_server, r->conn);
     struct mcs_buf line = { 0 };
     char tail[96];
     int rc = f == NULL ? -1 : 0;
@@ -695,9 +694,9 @@ warm_hit(struct mcs_engine *e, struct mcs_sub *sub, const char *data, uint32_t s
              | mcs_buf_append(&line, tail, (size_t)n);
     }
     if (rc == 0) {
-        mcs_backend_send(e, &f->subs[0], f->client_id, mcs_buf_head(&line), mcs_buf_len(&line), data, (size_t)size + 2);
+        mcs_machine_send(m, &f->subs[0], f->conn, mcs_buf_head(&line), mcs_buf_len(&line), data, (size_t)size + 2);
     } else if (f != NULL) {
-        mcs_request_free(e, f);
+        mcs_request_free(m, f);
     }
     mcs_buf_free(&line);
 }
@@ -705,14 +704,14 @@ warm_hit(struct mcs_engine *e, struct mcs_sub *sub, const char *data, uint32_t s
 /* The reply to a warm-up fetch (`mg <key> v f t c`): on a hit, the item is
  * given to the client as a VALUE block and added back to the warming server. */
 enum mcs_resp_status
-mcs_avail_meta_reply(struct mcs_engine *e, struct mcs_sub *sub, const char *p, size_t len, size_t *used)
+mcs_avail_meta_reply(struct mcs_machine *m, struct mcs_sub *sub, const char *p, size_t len, size_t *used)
 {
-    struct mcs_meta_resp m;
-    enum mcs_resp_status st = mcs_meta_resp_parse(p, len, e->cfg->item_max, &m);
+    struct mcs_meta_resp mr;
+    enum mcs_resp_status st = mcs_meta_resp_parse(p, len, m->cfg->item_max, &mr);
     if (st == MCS_RESP_OK) {
-        *used = m.len;
-        if (m.code == MCS_META_RESP_VA) {   /* else EN, or an error: a miss */
-            warm_hit(e, sub, p + m.data_off, m.data_len, m.client_flags, m.ttl, m.cas);
+        *used = mr.len;
+        if (mr.code == MCS_META_RESP_VA) {   /* else EN, or an error: a miss */
+            warm_hit(m, sub, p + mr.data_off, mr.data_len, mr.client_flags, mr.ttl, mr.cas);
         }
     }
     return st;
@@ -745,13 +744,13 @@ mcs_avail_stat(struct mcs_request *r, const char *line, size_t len)
     }
 }
 
-/* Sends one line of the engine's own to server s. Returns false if it could
+/* Sends one line of the machine's own to server s. Returns false if it could
  * not even be queued (out of memory); otherwise its completion reports. */
 static bool
-send_line(struct mcs_engine *e, enum mcs_req_kind kind, enum mcs_cmd cmd, uint32_t s, uint64_t client_id,
+send_line(struct mcs_machine *m, enum mcs_req_kind kind, enum mcs_cmd cmd, uint32_t s, uint64_t conn,
           const char *key, size_t key_len, const char *line, size_t n)
 {
-    struct mcs_request *r = own_request(e, kind, cmd, s, client_id);
+    struct mcs_request *r = own_request(m, kind, cmd, s, conn);
     if (r == NULL) {
         return false;
     }
@@ -760,68 +759,68 @@ send_line(struct mcs_engine *e, enum mcs_req_kind kind, enum mcs_cmd cmd, uint32
         r->keys_len = (uint32_t)key_len;
     }
     if (kind == MCS_REQ_REJOIN) {
-        e->rejoin_pending[s]++;
-        r->ticket = client_id;   /* rejoin requests go on connection 0: client_id carries the log ticket */
-        r->client_id = client_id = 0;
+        m->rejoin_pending[s]++;
+        r->ticket = conn;   /* rejoin requests go on connection 0: conn carries the log ticket */
+        r->conn = conn = 0;
     }
-    mcs_backend_send(e, &r->subs[0], client_id, line, n, NULL, 0);
+    mcs_machine_send(m, &r->subs[0], conn, line, n, NULL, 0);
     return true;
 }
 
 /* Rejoin work could not be queued (out of memory): s goes back to down, to
  * be flushed when it comes back next time. */
 static void
-rejoin_abort(struct mcs_engine *e, uint32_t s)
+rejoin_abort(struct mcs_machine *m, uint32_t s)
 {
-    server(e, s)->missed_flush = true;
-    mcs_avail_note(e, s, mcs_router_failed(&e->router, s, MCS_FAILURE_CONNECT, e->now_ms), MCS_FAILURE_CONNECT);
+    server(m, s)->missed_flush = true;
+    mcs_avail_note(m, s, mcs_router_failed(&m->router, s, MCS_FAILURE_CONNECT, m->now_ms), MCS_FAILURE_CONNECT);
 }
 
 /* Sends the next batch of rejoin work to s: a flush (flush true, or a missed
  * flush_all, or a log that overflowed), else deletes of the keys in its log;
  * with nothing left to do, s rejoins. */
-static void rejoin_next_shared(struct mcs_engine *e, uint32_t s, bool flush);
+static void rejoin_next_shared(struct mcs_machine *m, uint32_t s, bool flush);
 
 static void
-rejoin_next(struct mcs_engine *e, uint32_t s, bool flush)
+rejoin_next(struct mcs_machine *m, uint32_t s, bool flush)
 {
-    struct mcs_server *srv = server(e, s);
-    if (mcs_router_shared(&e->router, s)) {
-        rejoin_next_shared(e, s, flush);
+    struct mcs_server *srv = server(m, s);
+    if (mcs_router_shared(&m->router, s)) {
+        rejoin_next_shared(m, s, flush);
         return;
     }
     if (flush || srv->missed_flush || mcs_keylog_overflowed(&srv->missed)) {
         mcs_keylog_reset(&srv->missed);
         srv->missed_flush = false;
-        if (!send_line(e, MCS_REQ_REJOIN, MCS_CMD_FLUSH_ALL, s, 0, NULL, 0, "flush_all\r\n", 11)) {
-            rejoin_abort(e, s);
+        if (!send_line(m, MCS_REQ_REJOIN, MCS_CMD_FLUSH_ALL, s, 0, NULL, 0, "flush_all\r\n", 11)) {
+            rejoin_abort(m, s);
         }
         return;
     }
     struct mcs_buf key = { 0 };
     struct mcs_buf line = { 0 };
-    for (unsigned i = 0; i < MCS_REJOIN_BATCH && server(e, s)->health == MCS_HEALTH_REJOINING; i++) {
+    for (unsigned i = 0; i < MCS_REJOIN_BATCH && server(m, s)->health == MCS_HEALTH_REJOINING; i++) {
         mcs_buf_reset(&key);
         mcs_buf_reset(&line);
         if (!mcs_keylog_take(&srv->missed, &key)) {
             break;
         }
         if (mcs_copy_delete_line(&line, mcs_buf_head(&key), mcs_buf_len(&key)) != 0
-            || !send_line(e, MCS_REQ_REJOIN, MCS_CMD_DELETE, s, 0, mcs_buf_head(&key), mcs_buf_len(&key),
+            || !send_line(m, MCS_REQ_REJOIN, MCS_CMD_DELETE, s, 0, mcs_buf_head(&key), mcs_buf_len(&key),
                           mcs_buf_head(&line), mcs_buf_len(&line))) {
-            rejoin_abort(e, s);
+            rejoin_abort(m, s);
             break;
         }
     }
     mcs_buf_free(&key);
     mcs_buf_free(&line);
-    if (e->rejoin_pending[s] == 0 && server(e, s)->health == MCS_HEALTH_REJOINING) {
+    if (m->rejoin_pending[s] == 0 && server(m, s)->health == MCS_HEALTH_REJOINING) {
         if (mcs_keylog_overflowed(&srv->missed)) {
-            rejoin_next(e, s, true);   /* the log could not hand its keys over: flush instead */
+            rejoin_next(m, s, true);   /* the log could not hand its keys over: flush instead */
             return;
         }
-        mcs_router_rejoined(&e->router, s, e->now_ms);
-        mcs_avail_note(e, s, MCS_HEALTH_REJOINING, MCS_FAILURE_COUNT);
+        mcs_router_rejoined(&m->router, s, m->now_ms);
+        mcs_avail_note(m, s, MCS_HEALTH_REJOINING, MCS_FAILURE_COUNT);
     }
 }
 
@@ -829,12 +828,12 @@ rejoin_next(struct mcs_engine *e, uint32_t s, bool flush)
  * write that missed s while it rejoined, recorded after this process's last look
  * at the log. s serves reads now, so they go at once, as copy deletes. */
 static void
-rejoin_late(struct mcs_engine *e, uint32_t s)
+rejoin_late(struct mcs_machine *m, uint32_t s)
 {
-    struct mcs_server *srv = server(e, s);
-    struct mcs_seg *seg = e->router.seg;
+    struct mcs_server *srv = server(m, s);
+    struct mcs_seg *seg = m->router.seg;
     if (mcs_seg_flags_take(seg, srv->seg_index, MCS_SEG_F_OVERFLOW | MCS_SEG_F_FLUSH) != 0) {
-        send_line(e, MCS_REQ_REJOIN, MCS_CMD_FLUSH_ALL, s, 0, NULL, 0, "flush_all\r\n", 11);
+        send_line(m, MCS_REQ_REJOIN, MCS_CMD_FLUSH_ALL, s, 0, NULL, 0, "flush_all\r\n", 11);
         return;
     }
     struct mcs_buf keys = { 0 };
@@ -845,7 +844,7 @@ rejoin_late(struct mcs_engine *e, uint32_t s)
         const char *p = mcs_buf_head(&keys);
         for (size_t i = 0; i < n; i++) {
             uint8_t len = (uint8_t)p[0];
-            send_copy(e, NULL, s, MCS_COPY_DELETE, p + 1, len);
+            send_copy(m, NULL, s, MCS_COPY_DELETE, p + 1, len);
             mcs_seg_log_done(seg, tickets[i], true);
             p += 1 + len;
         }
@@ -858,17 +857,17 @@ rejoin_late(struct mcs_engine *e, uint32_t s)
  * lease; the keys come from the host's log, so they include those of
  * processes that have exited. */
 static void
-rejoin_next_shared(struct mcs_engine *e, uint32_t s, bool flush)
+rejoin_next_shared(struct mcs_machine *m, uint32_t s, bool flush)
 {
-    struct mcs_server *srv = server(e, s);
-    struct mcs_seg *seg = e->router.seg;
+    struct mcs_server *srv = server(m, s);
+    struct mcs_seg *seg = m->router.seg;
     uint32_t i = srv->seg_index;
-    mcs_router_lease_renew(&e->router, s, e->now_ms);
+    mcs_router_lease_renew(&m->router, s, m->now_ms);
     if (flush || (mcs_seg_flags(seg, i) & (MCS_SEG_F_OVERFLOW | MCS_SEG_F_FLUSH)) != 0) {
         mcs_seg_flags_take(seg, i, MCS_SEG_F_OVERFLOW | MCS_SEG_F_FLUSH);
-        if (!send_line(e, MCS_REQ_REJOIN, MCS_CMD_FLUSH_ALL, s, 0, NULL, 0, "flush_all\r\n", 11)) {
+        if (!send_line(m, MCS_REQ_REJOIN, MCS_CMD_FLUSH_ALL, s, 0, NULL, 0, "flush_all\r\n", 11)) {
             mcs_seg_flags_set(seg, i, MCS_SEG_F_FLUSH);
-            rejoin_abort(e, s);
+            rejoin_abort(m, s);
         }
         return;
     }
@@ -882,40 +881,40 @@ rejoin_next_shared(struct mcs_engine *e, uint32_t s, bool flush)
         uint8_t len = (uint8_t)p[0];
         mcs_buf_reset(&line);
         if (mcs_copy_delete_line(&line, p + 1, len) != 0
-            || !send_line(e, MCS_REQ_REJOIN, MCS_CMD_DELETE, s, tickets[k], p + 1, len, mcs_buf_head(&line),
+            || !send_line(m, MCS_REQ_REJOIN, MCS_CMD_DELETE, s, tickets[k], p + 1, len, mcs_buf_head(&line),
                           mcs_buf_len(&line))) {
             for (; k < n; k++) {
                 mcs_seg_log_done(seg, tickets[k], false);
             }
-            rejoin_abort(e, s);
+            rejoin_abort(m, s);
             break;
         }
         p += 1 + len;
     }
     mcs_buf_free(&keys);
     mcs_buf_free(&line);
-    if (e->rejoin_pending[s] == 0 && server(e, s)->health == MCS_HEALTH_REJOINING) {
+    if (m->rejoin_pending[s] == 0 && server(m, s)->health == MCS_HEALTH_REJOINING) {
         if (stuck) {
             /* A slot left half-written (a process killed mid-write, or one writing
              * now): its key is unknown, so flushing is the only safe end. */
-            rejoin_next_shared(e, s, true);
+            rejoin_next_shared(m, s, true);
             return;
         }
-        mcs_router_rejoined(&e->router, s, e->now_ms);
-        mcs_avail_note(e, s, MCS_HEALTH_REJOINING, MCS_FAILURE_COUNT);
-        rejoin_late(e, s);
+        mcs_router_rejoined(&m->router, s, m->now_ms);
+        mcs_avail_note(m, s, MCS_HEALTH_REJOINING, MCS_FAILURE_COUNT);
+        rejoin_late(m, s);
     }
 }
 
 static void
-rejoin_done(struct mcs_engine *e, struct mcs_sub *sub)
+rejoin_done(struct mcs_machine *m, struct mcs_sub *sub)
 {
     struct mcs_request *r = sub->req;
     uint32_t s = sub->server;
-    struct mcs_server *srv = server(e, s);
-    e->rejoin_pending[s]--;
-    if (mcs_router_shared(&e->router, s)) {
-        struct mcs_seg *seg = e->router.seg;
+    struct mcs_server *srv = server(m, s);
+    m->rejoin_pending[s]--;
+    if (mcs_router_shared(&m->router, s)) {
+        struct mcs_seg *seg = m->router.seg;
         if (r->cmd == MCS_CMD_FLUSH_ALL) {
             if (sub->failed) {
                 mcs_seg_flags_set(seg, srv->seg_index, MCS_SEG_F_FLUSH);
@@ -931,8 +930,8 @@ rejoin_done(struct mcs_engine *e, struct mcs_sub *sub)
                 mcs_seg_count(seg, srv->seg_index, MCS_SEG_C_invalidations_replayed, 1);
             }
         }
-        if (e->rejoin_pending[s] == 0 && srv->health == MCS_HEALTH_REJOINING) {
-            rejoin_next_shared(e, s, false);
+        if (m->rejoin_pending[s] == 0 && srv->health == MCS_HEALTH_REJOINING) {
+            rejoin_next_shared(m, s, false);
         }
         return;
     }
@@ -940,7 +939,7 @@ rejoin_done(struct mcs_engine *e, struct mcs_sub *sub)
         if (r->cmd == MCS_CMD_FLUSH_ALL) {
             srv->missed_flush = true;
         } else {
-            mcs_router_missed(&e->router, s, r->keys, r->keys_len);
+            mcs_router_missed(&m->router, s, r->keys, r->keys_len);
         }
     } else if (r->cmd == MCS_CMD_FLUSH_ALL) {
         srv->stats.rejoin_flushes++;
@@ -948,8 +947,8 @@ rejoin_done(struct mcs_engine *e, struct mcs_sub *sub)
     } else {
         srv->stats.invalidations_replayed++;
     }
-    if (e->rejoin_pending[s] == 0 && srv->health == MCS_HEALTH_REJOINING) {
-        rejoin_next(e, s, false);
+    if (m->rejoin_pending[s] == 0 && srv->health == MCS_HEALTH_REJOINING) {
+        rejoin_next(m, s, false);
     }
 }
 
@@ -962,80 +961,79 @@ identity_of(const struct mcs_request *r, struct mcs_identity *id)
 }
 
 static void
-probe_done(struct mcs_engine *e, struct mcs_sub *sub)
+probe_done(struct mcs_machine *m, struct mcs_sub *sub)
 {
     uint32_t s = sub->server;
-    struct mcs_server *srv = server(e, s);
+    struct mcs_server *srv = server(m, s);
     struct mcs_identity id;
     identity_of(sub->req, &id);
-    e->tick_ms = 0;   /* probe times moved: recompute */
-    mcs_log(MCS_LOG_DEBUG, "probe of %s: %s, pid %" PRIu64, srv->label, sub->failed ? "failed" : "answered", id.pid);
+    m->tick_ms = 0;   /* probe times moved: recompute */
+    mcs_machine_log(m, MCS_LOG_DEBUG, "probe of %s: %s, pid %" PRIu64, srv->label, sub->failed ? "failed" : "answered", id.pid);
     if (sub->failed || !id.known) {
         if (srv->probing) {
-            mcs_router_failed(&e->router, s, MCS_FAILURE_PROTOCOL, e->now_ms);
+            mcs_router_failed(&m->router, s, MCS_FAILURE_PROTOCOL, m->now_ms);
         }
         return;
     }
     uint64_t restarts = srv->stats.restarts;
-    enum mcs_rejoin work = mcs_router_probe_ok(&e->router, s, &id, e->now_ms);
+    enum mcs_rejoin work = mcs_router_probe_ok(&m->router, s, &id, m->now_ms);
     bool restarted = srv->stats.restarts != restarts;
     switch (work) {
     case MCS_REJOIN_NOTHING:
-        mcs_log(MCS_LOG_NOTICE, "server %s is back (%s); %s", srv->label,
+        mcs_machine_log(m, MCS_LOG_NOTICE, "server %s is back (%s); %s", srv->label,
                 restarted ? "restarted, empty" : "it missed no writes",
                 srv->health == MCS_HEALTH_WARMING ? "warming up from its copies" : "in use again");
         break;
     case MCS_REJOIN_DELETES:
-        mcs_log(MCS_LOG_NOTICE, "server %s is back after a cut (same instance); deleting the %zu key(s) it missed%s",
+        mcs_machine_log(m, MCS_LOG_NOTICE, "server %s is back after a cut (same instance); deleting the %zu key(s) it missed%s",
                 srv->label,
-                mcs_router_shared(&e->router, s) ? mcs_seg_log_count(e->router.seg, srv->seg_index)
+                mcs_router_shared(&m->router, s) ? mcs_seg_log_count(m->router.seg, srv->seg_index)
                                                  : mcs_keylog_count(&srv->missed),
-                mcs_router_shared(&e->router, s) ? " (logged by the host's processes)" : "");
-        rejoin_next(e, s, false);
+                mcs_router_shared(&m->router, s) ? " (logged by the host's processes)" : "");
+        rejoin_next(m, s, false);
         break;
     case MCS_REJOIN_FLUSH_ALL:
-        mcs_log(MCS_LOG_NOTICE, "server %s is back after a cut (same instance); flushing it (%s)", srv->label,
-                e->cfg->rejoin == MCS_REJOIN_FLUSH ? "MCSHIM_REJOIN=flush" : "too many missed writes to replay");
-        rejoin_next(e, s, true);
+        mcs_machine_log(m, MCS_LOG_NOTICE, "server %s is back after a cut (same instance); flushing it (%s)", srv->label,
+                m->cfg->rejoin == MCS_REJOIN_FLUSH ? "MCSHIM_REJOIN=flush" : "too many missed writes to replay");
+        rejoin_next(m, s, true);
         break;
     }
 }
 
 /* Probes down servers whose retry time has come. */
 void
-mcs_avail_tick(struct mcs_engine *e)
+mcs_machine_tick(struct mcs_machine *m)
 {
-    if (e->now_ms < e->tick_ms) {
+    if (m->now_ms < m->tick_ms) {
         return;
     }
-    for (uint32_t s = 0; s < e->router.nservers; s++) {
-        if (mcs_router_probe_due(&e->router, s, e->now_ms)) {
-            if (!mcs_router_probe_start(&e->router, s, e->now_ms)) {
+    for (uint32_t s = 0; s < m->router.nservers; s++) {
+        if (mcs_router_probe_due(&m->router, s, m->now_ms)) {
+            if (!mcs_router_probe_start(&m->router, s, m->now_ms)) {
                 continue;   /* another process of the host probes it */
             }
-            mcs_log(MCS_LOG_DEBUG, "probing %s", server(e, s)->label);
-            if (!send_line(e, MCS_REQ_PROBE, MCS_CMD_STATS, s, 0, NULL, 0, "stats\r\n", 7)) {
-                mcs_router_failed(&e->router, s, MCS_FAILURE_CONNECT, e->now_ms);   /* try again later */
+            mcs_machine_log(m, MCS_LOG_DEBUG, "probing %s", server(m, s)->label);
+            if (!send_line(m, MCS_REQ_PROBE, MCS_CMD_STATS, s, 0, NULL, 0, "stats\r\n", 7)) {
+                mcs_router_failed(&m->router, s, MCS_FAILURE_CONNECT, m->now_ms);   /* try again later */
             }
         } else {
-            mcs_router_usable(&e->router, s, e->now_ms);   /* ends a warm-up that is over */
+            mcs_router_usable(&m->router, s, m->now_ms);   /* ends a warm-up that is over */
         }
     }
-    e->tick_ms = mcs_router_next_event(&e->router);
+    m->tick_ms = mcs_router_next_event(&m->router);
 }
 
-/* A new connection to b's server: learn which instance it is, once (over a
- * text connection, whatever b speaks). */
+/* A new connection to server: learn which instance it is, once (over text
+ * connection conn, whatever the new connection speaks). */
 void
-mcs_avail_connected(struct mcs_engine *e, struct mcs_backend *b)
+mcs_machine_connected(struct mcs_machine *m, uint32_t s, uint64_t conn)
 {
-    struct mcs_server *srv = server(e, b->server);
-    if (!e->failover || srv->identity.known || srv->identifying || !usable(e, b->server)) {
+    struct mcs_server *srv = server(m, s);
+    if (!m->failover || srv->identity.known || srv->identifying || !usable(m, s)) {
         return;
     }
-    uint64_t conn = (uint64_t)(b - e->backends) % e->cfg->connections;
     srv->identifying = true;
-    if (!send_line(e, MCS_REQ_IDENTIFY, MCS_CMD_STATS, b->server, conn, NULL, 0, "stats\r\n", 7)) {
+    if (!send_line(m, MCS_REQ_IDENTIFY, MCS_CMD_STATS, s, conn, NULL, 0, "stats\r\n", 7)) {
         srv->identifying = false;
     }
 }
@@ -1043,54 +1041,54 @@ mcs_avail_connected(struct mcs_engine *e, struct mcs_backend *b)
 /* Adopts what the host's other processes found out about each server (a down,
  * a rejoin), before this loop's requests are routed. */
 void
-mcs_avail_sync(struct mcs_engine *e)
+mcs_machine_sync(struct mcs_machine *m)
 {
-    if (e->router.seg == NULL) {
+    if (m->router.seg == NULL) {
         return;
     }
-    for (uint32_t s = 0; s < e->router.nservers; s++) {
+    for (uint32_t s = 0; s < m->router.nservers; s++) {
         enum mcs_failure why;
-        enum mcs_health before = mcs_router_sync(&e->router, s, e->now_ms, &why);
+        enum mcs_health before = mcs_router_sync(&m->router, s, m->now_ms, &why);
         if (before != MCS_HEALTH_COUNT) {
-            mcs_avail_note(e, s, before, why == MCS_FAILURE_COUNT ? MCS_FAILURE_PROTOCOL : why);
-            e->tick_ms = 0;   /* probe and warm-up times moved */
+            mcs_avail_note(m, s, before, why == MCS_FAILURE_COUNT ? MCS_FAILURE_PROTOCOL : why);
+            m->tick_ms = 0;   /* probe and warm-up times moved */
         }
     }
 }
 
 /* Logs a server's state change (one line each) and acts on it. */
 void
-mcs_avail_note(struct mcs_engine *e, uint32_t s, enum mcs_health before, enum mcs_failure why)
+mcs_avail_note(struct mcs_machine *m, uint32_t s, enum mcs_health before, enum mcs_failure why)
 {
     if (before == MCS_HEALTH_COUNT) {
         return;
     }
-    struct mcs_server *srv = server(e, s);
+    struct mcs_server *srv = server(m, s);
     switch (srv->health) {
     case MCS_HEALTH_DOWN:
         if (before == MCS_HEALTH_UP || before == MCS_HEALTH_WARMING) {
-            mcs_log(MCS_LOG_WARN, "server %s is down (%s, %u failure(s)%s); %s; probing every %u ms", srv->label,
+            mcs_machine_log(m, MCS_LOG_WARN, "server %s is down (%s, %u failure(s)%s); %s; probing every %u ms", srv->label,
                     mcs_failure_name(why), srv->failures, srv->failures == 0 ? " here, found by another process" : "",
-                    e->failover ? "its keys go to their copies" : "its keys miss and its writes fail",
-                    e->cfg->retry_ms);
-            mcs_backend_abort_server(e, s);
+                    m->failover ? "its keys go to their copies" : "its keys miss and its writes fail",
+                    m->cfg->retry_ms);
+            m->drv.abort_server(m->drv.ctx, s);
         } else {
-            mcs_log(MCS_LOG_WARN, "server %s failed again while rejoining; probing every %u ms", srv->label,
-                    e->cfg->retry_ms);
+            mcs_machine_log(m, MCS_LOG_WARN, "server %s failed again while rejoining; probing every %u ms", srv->label,
+                    m->cfg->retry_ms);
         }
-        if (srv->retry_at_ms < e->tick_ms) {
-            e->tick_ms = srv->retry_at_ms;
+        if (srv->retry_at_ms < m->tick_ms) {
+            m->tick_ms = srv->retry_at_ms;
         }
         break;
     case MCS_HEALTH_WARMING:
     case MCS_HEALTH_UP:
         if (before == MCS_HEALTH_REJOINING) {
-            mcs_log(MCS_LOG_NOTICE, "server %s rejoined (%" PRIu64 " invalidation(s) replayed in all); %s", srv->label,
+            mcs_machine_log(m, MCS_LOG_NOTICE, "server %s rejoined (%" PRIu64 " invalidation(s) replayed in all); %s", srv->label,
                     srv->stats.invalidations_replayed,
                     srv->health == MCS_HEALTH_WARMING ? "warming up from its copies" : "in use again");
         }
-        if (srv->health == MCS_HEALTH_WARMING && srv->warm_until_ms < e->tick_ms) {
-            e->tick_ms = srv->warm_until_ms;
+        if (srv->health == MCS_HEALTH_WARMING && srv->warm_until_ms < m->tick_ms) {
+            m->tick_ms = srv->warm_until_ms;
         }
         break;
     case MCS_HEALTH_REJOINING:
@@ -1103,12 +1101,12 @@ mcs_avail_note(struct mcs_engine *e, uint32_t s, enum mcs_health before, enum mc
  * next copy (its reply, if a hit, is the client's answer), and the item is
  * fetched from it to be added back to the warming server. */
 static void
-meta_warm(struct mcs_engine *e, struct mcs_request *r, uint32_t warming)
+meta_warm(struct mcs_machine *m, struct mcs_request *r, uint32_t warming)
 {
     size_t klen;
     const char *key = kept_key(r, &klen);
     uint32_t s;
-    if (first_usable(e, key, klen, r->tried + 1u, &s) < 0) {
+    if (first_usable(m, key, klen, r->tried + 1u, &s) < 0) {
         return;
     }
     struct mcs_sub *a = child_new(r, s);
@@ -1117,40 +1115,40 @@ meta_warm(struct mcs_engine *e, struct mcs_request *r, uint32_t warming)
     }
     a->meta = a->fetch = a->answer = true;
     r->pending++;
-    mcs_backend_send(e, a, r->client_id, mcs_buf_head(&r->kept), mcs_buf_len(&r->kept), NULL, 0);
-    fetch_send(e, r, 0, key, klen, r->tried + 1u, warming);
+    mcs_machine_send(m, a, r->conn, mcs_buf_head(&r->kept), mcs_buf_len(&r->kept), NULL, 0);
+    fetch_send(m, r, 0, key, klen, r->tried + 1u, warming);
 }
 
 /* ---- completion ------------------------------------------------------------------------------- */
 
-/* Returns true if the sub was dealt with here (client.c does nothing more). */
+/* Returns true if the sub was dealt with here (request.c does nothing more). */
 bool
-mcs_avail_sub_done(struct mcs_engine *e, struct mcs_sub *sub)
+mcs_avail_sub_done(struct mcs_machine *m, struct mcs_sub *sub)
 {
     struct mcs_request *r = sub->req;
     switch (r->kind) {
     case MCS_REQ_COPY:
-        copy_done(e, sub);
+        copy_done(m, sub);
         return true;
     case MCS_REQ_PROBE:
-        probe_done(e, sub);
+        probe_done(m, sub);
         break;
     case MCS_REQ_IDENTIFY: {
         struct mcs_identity id;
         identity_of(r, &id);
-        server(e, sub->server)->identifying = false;
-        if (!sub->failed && id.known && !server(e, sub->server)->identity.known) {
-            mcs_router_identify(&e->router, sub->server, &id);
+        server(m, sub->server)->identifying = false;
+        if (!sub->failed && id.known && !server(m, sub->server)->identity.known) {
+            mcs_router_identify(&m->router, sub->server, &id);
         }
         break;
     }
     case MCS_REQ_REJOIN:
-        rejoin_done(e, sub);
+        rejoin_done(m, sub);
         break;
     case MCS_REQ_FILL:
         if (!sub->failed && (mcs_reply_classify(mcs_buf_head(&r->out), mcs_buf_len(&r->out)) == MCS_REPLY_STORED
                              || (mcs_buf_len(&r->out) >= 2 && memcmp(mcs_buf_head(&r->out), "HD", 2) == 0))) {
-            server(e, sub->server)->stats.warm_fills++;
+            server(m, sub->server)->stats.warm_fills++;
         }
         break;
     case MCS_REQ_CLIENT:
@@ -1163,34 +1161,34 @@ mcs_avail_sub_done(struct mcs_engine *e, struct mcs_sub *sub)
                 size_t klen;
                 const char *key = kept_key(r, &klen);
                 if (r->write) {
-                    missed(e, sub->server, key, klen, true);
+                    missed(m, sub->server, key, klen, true);
                 }
                 if (r->tried + 1u < r->ntargets) {
-                    server(e, sub->server)->stats.failovers++;
+                    server(m, sub->server)->stats.failovers++;
                 }
-                if (!key_send_from(e, r, r->tried + 1u)) {
-                    return false;   /* client.c answers SERVER_ERROR */
+                if (!key_send_from(m, r, r->tried + 1u)) {
+                    return false;   /* request.c answers SERVER_ERROR */
                 }
                 /* The next copy answers instead (or has already answered, or failed in its turn:
                  * the sub is reused, so do not look at it again). */
                 if (--r->pending == 0) {
-                    mcs_request_finish(e, r);
+                    mcs_request_finish(m, r);
                 }
                 return true;
             }
             if (r->is_meta && r->meta_cmd == MCS_META_MG && r->meta_code == MCS_META_RESP_EN && !r->write
-                && mcs_router_warming(&e->router, sub->server, e->now_ms)) {
-                meta_warm(e, r, sub->server);
+                && mcs_router_warming(&m->router, sub->server, m->now_ms)) {
+                meta_warm(m, r, sub->server);
                 return false;
             }
             if (r->proto == MCS_PROTO_BINARY && r->bin_status == MCS_BIN_STATUS_KEY_ENOENT
-                && mcs_cmd_route(r->cmd) == MCS_ROUTE_KEYS && mcs_router_warming(&e->router, sub->server, e->now_ms)) {
+                && mcs_cmd_route(r->cmd) == MCS_ROUTE_KEYS && mcs_router_warming(&m->router, sub->server, m->now_ms)) {
                 size_t klen;
                 const char *key = kept_key(r, &klen);
-                fetch_send(e, r, 0, key, klen, r->tried + 1u, sub->server);   /* a miss on a warming server */
+                fetch_send(m, r, 0, key, klen, r->tried + 1u, sub->server);   /* a miss on a warming server */
                 return false;
             }
-            key_copies(e, r);
+            key_copies(m, r);
             return false;
         }
         switch (mcs_cmd_route(r->cmd)) {
@@ -1200,15 +1198,15 @@ mcs_avail_sub_done(struct mcs_engine *e, struct mcs_sub *sub)
             if (sub->failed) {
                 uint32_t s = sub->server;
                 mcs_buf_reset(&sub->resp);
-                server(e, s)->stats.failovers += keys_move(e, r, sub);
-            } else if (mcs_router_warming(&e->router, sub->server, e->now_ms)) {
-                keys_warm(e, r, sub);
+                server(m, s)->stats.failovers += keys_move(m, r, sub);
+            } else if (mcs_router_warming(&m->router, sub->server, m->now_ms)) {
+                keys_warm(m, r, sub);
             }
             return false;
         case MCS_ROUTE_ALL:
             if (sub->failed) {
                 /* a server away misses the flush now and gets it when it comes back */
-                mcs_router_missed_flush(&e->router, sub->server);
+                mcs_router_missed_flush(&m->router, sub->server);
                 sub->failed = false;
             }
             return false;
@@ -1219,7 +1217,7 @@ mcs_avail_sub_done(struct mcs_engine *e, struct mcs_sub *sub)
         return false;
     }
     if (--r->pending == 0) {
-        mcs_request_finish(e, r);
+        mcs_request_finish(m, r);
     }
     return true;
 }
