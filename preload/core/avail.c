@@ -75,7 +75,7 @@ own_request(struct mcs_machine *m, enum mcs_req_kind kind, enum mcs_cmd cmd, uin
     r->kind = kind;
     r->conn = conn;
     r->subs[0].server = s;
-    r->pending = 1;
+    mcs_request_get(r);
     return r;
 }
 
@@ -129,7 +129,7 @@ key_send_from(struct mcs_machine *m, struct mcs_request *r, uint32_t from)
         r->tried = (uint8_t)i;
         sub->server = s;
         sub->failed = false;
-        r->pending++;
+        mcs_request_get(r);
         if (q->noreply_len > 0) {
             mcs_machine_send(m, sub, r->conn, p, q->noreply_off, p + q->noreply_off + q->noreply_len,
                              q->len - q->noreply_off - q->noreply_len);
@@ -163,23 +163,11 @@ void
 mcs_avail_dispatch_kept(struct mcs_machine *m, struct mcs_request *r, const char *key, size_t key_len)
 {
     r->ntargets = (uint8_t)mcs_router_targets(&m->router, key, key_len, r->targets);
-    r->pending = 1;   /* held while sending */
+    mcs_request_get(r);   /* held while sending */
     if (!key_send_from(m, r, 0)) {
-        if (r->is_meta) {
-            mcs_meta_failed(m, r, r->targets[0]);
-        } else if (r->proto == MCS_PROTO_BINARY) {
-            mcs_bin_failed(m, r, r->targets[0]);
-        } else {
-            char line[MCS_HOST_MAX + 96];
-            int n = snprintf(line, sizeof(line), "SERVER_ERROR mcshim: server %s unavailable\r\n",
-                             server(m, r->targets[0])->label);
-            mcs_buf_append(&r->out, line, (size_t)n);
-            m->stats.server_errors++;
-        }
+        mcs_request_unavailable(m, r, r->targets[0]);
     }
-    if (--r->pending == 0) {
-        mcs_request_finish(m, r);
-    }
+    mcs_request_put(m, r);
 }
 
 /* The key's server answered: the copies after it get what the rule says. */
@@ -301,7 +289,7 @@ send_copy(struct mcs_machine *m, struct mcs_request *r, uint32_t s, enum mcs_cop
     }
     if (r != NULL && m->cfg->write == MCS_WRITE_SYNC && r->kind == MCS_REQ_CLIENT && r->ntargets > 0) {
         c->parent = r;
-        r->pending++;
+        mcs_request_get(r);
     }
     if (action == MCS_COPY_DELETE) {
         m->stats.copy_invalidations++;
@@ -335,12 +323,10 @@ copy_done(struct mcs_machine *m, struct mcs_sub *sub)
         }
     }
     struct mcs_request *parent = c->parent;
-    if (parent != NULL && --parent->pending == 0) {
-        mcs_request_finish(m, parent);
+    if (parent != NULL) {
+        mcs_request_put(m, parent);
     }
-    if (--c->pending == 0) {
-        mcs_request_finish(m, c);
-    }
+    mcs_request_put(m, c);
 }
 
 /* A set the shim refused as too large: memcached drops the key's old value in
@@ -476,16 +462,14 @@ mcs_avail_dispatch_keys(struct mcs_machine *m, struct mcs_session *c, const char
     memcpy(r->keys, buf + q->key_off, r->keys_len);
     memcpy(r->exptime, buf + q->args_off, q->args_len);
     r->exptime_len = (uint8_t)q->args_len;
-    r->pending = 1;
+    mcs_request_get(r);
     /* Each key to its first usable target, grouped by server through a fake failed sub. */
     struct mcs_sub start = { .req = r };
     for (uint32_t i = 0; i < n && mcs_ascii_next_token(buf, &pos, q->keys_end, &off, &len); i++) {
         r->key_sub[i] = &start;   /* key_try[i] = 0: start from the primary */
     }
     keys_move(m, r, &start);
-    if (--r->pending == 0) {
-        mcs_request_finish(m, r);
-    }
+    mcs_request_put(m, r);
 }
 
 /* A warming server answered a retrieval: its misses are fetched from a copy. */
@@ -562,21 +546,6 @@ fetch_key(const struct mcs_sub *sub, size_t *len)
     return r->keys + off;
 }
 
-/* Appends key for a meta line: as it is, or base64 (*b64 set: the line must
- * carry the b flag) when the text protocol cannot carry it (binary clients'
- * keys). Returns 0 or -1. */
-static int
-put_meta_key(struct mcs_buf *out, const char *key, size_t len, bool *b64)
-{
-    *b64 = !mcs_copy_text_safe(key, len);
-    if (!*b64) {
-        return mcs_buf_append(out, key, len);
-    }
-    char text[((MCS_BIN_KEY_MAX + 2) / 3) * 4 + 1];
-    size_t n = mcs_meta_base64_encode((const uint8_t *)key, len, text, sizeof(text));
-    return n == 0 ? -1 : mcs_buf_append(out, text, n);
-}
-
 /* The exptime a gat asked for: text token, or the binary request's extras. */
 static int64_t
 gat_exptime(const struct mcs_request *r)
@@ -615,17 +584,15 @@ fetch_send(struct mcs_machine *m, struct mcs_request *r, uint32_t key_index, con
     f->meta = f->fetch = true;
     f->key = key_index;
     f->fill_server = warming;
-    bool b64;
-    int rc = mcs_buf_append(&line, "mg ", 3) | put_meta_key(&line, key, len, &b64)
-             | mcs_buf_append(&line, b64 ? " b v f t c" : " v f t c", b64 ? 10 : 8);
-    if (rc == 0 && is_gat(r)) {
-        char t[32];
-        int n = snprintf(t, sizeof(t), " T%" PRId64, gat_exptime(r));
-        rc = mcs_buf_append(&line, t, (size_t)n);
+    /* value, client flags, remaining TTL, CAS; a gat's new TTL too. A key the text
+     * protocol cannot carry (a binary client's) goes base64, with the b flag. */
+    char flags[48] = "v f t c";
+    if (is_gat(r)) {
+        snprintf(flags, sizeof(flags), "v f t c T%" PRId64, gat_exptime(r));
     }
-    rc |= mcs_buf_append(&line, "\r\n", 2);
+    int rc = mcs_meta_build(&line, MCS_META_MG, key, len, !mcs_copy_text_safe(key, len), flags, NULL, 0);
     if (rc == 0) {
-        r->pending++;
+        mcs_request_get(r);
         mcs_machine_send(m, f, r->conn, mcs_buf_head(&line), mcs_buf_len(&line), NULL, 0);
     }
     mcs_buf_free(&line);
@@ -680,22 +647,27 @@ warm_hit(struct mcs_machine *m, struct mcs_sub *sub, const char *data, uint32_t 
         exptime += (int64_t)m->unix_s;
     }
     struct mcs_request *f = own_request(m, MCS_REQ_FILL, MCS_CMD_ADD, sub->fill_server, r->conn);
+    if (f == NULL) {
+        return;
+    }
     struct mcs_buf line = { 0 };
     char tail[96];
-    int rc = f == NULL ? -1 : 0;
-    if (rc == 0 && mcs_copy_text_safe(key, klen)) {
+    const char *value = data;   /* sent after line (text add: as the server sent it, with its CRLF) */
+    size_t value_len = (size_t)size + 2;
+    int rc;
+    if (mcs_copy_text_safe(key, klen)) {
         int n = snprintf(tail, sizeof(tail), " %" PRIu32 " %" PRId64 " %" PRIu32 "\r\n", flags, exptime, size);
         rc = mcs_buf_append(&line, "add ", 4) | mcs_buf_append(&line, key, klen) | mcs_buf_append(&line, tail, (size_t)n);
-    } else if (rc == 0) {
-        /* a key the text protocol cannot carry: meta, base64, add mode */
-        bool b64;
-        int n = snprintf(tail, sizeof(tail), " %" PRIu32 " b F%" PRIu32 " T%" PRId64 " ME\r\n", size, flags, exptime);
-        rc = mcs_buf_append(&line, "ms ", 3) | put_meta_key(&line, key, klen, &b64)
-             | mcs_buf_append(&line, tail, (size_t)n);
+    } else {
+        /* a key the text protocol cannot carry: meta, base64, add mode (the value goes in line) */
+        snprintf(tail, sizeof(tail), "F%" PRIu32 " T%" PRId64 " ME", flags, exptime);
+        rc = mcs_meta_build(&line, MCS_META_MS, key, klen, true, tail, data, size);
+        value = NULL;
+        value_len = 0;
     }
     if (rc == 0) {
-        mcs_machine_send(m, &f->subs[0], f->conn, mcs_buf_head(&line), mcs_buf_len(&line), data, (size_t)size + 2);
-    } else if (f != NULL) {
+        mcs_machine_send(m, &f->subs[0], f->conn, mcs_buf_head(&line), mcs_buf_len(&line), value, value_len);
+    } else {
         mcs_request_free(m, f);
     }
     mcs_buf_free(&line);
@@ -1114,7 +1086,7 @@ meta_warm(struct mcs_machine *m, struct mcs_request *r, uint32_t warming)
         return;
     }
     a->meta = a->fetch = a->answer = true;
-    r->pending++;
+    mcs_request_get(r);
     mcs_machine_send(m, a, r->conn, mcs_buf_head(&r->kept), mcs_buf_len(&r->kept), NULL, 0);
     fetch_send(m, r, 0, key, klen, r->tried + 1u, warming);
 }
@@ -1171,9 +1143,7 @@ mcs_avail_sub_done(struct mcs_machine *m, struct mcs_sub *sub)
                 }
                 /* The next copy answers instead (or has already answered, or failed in its turn:
                  * the sub is reused, so do not look at it again). */
-                if (--r->pending == 0) {
-                    mcs_request_finish(m, r);
-                }
+                mcs_request_put(m, r);
                 return true;
             }
             if (r->is_meta && r->meta_cmd == MCS_META_MG && r->meta_code == MCS_META_RESP_EN && !r->write
@@ -1216,8 +1186,6 @@ mcs_avail_sub_done(struct mcs_machine *m, struct mcs_sub *sub)
         }
         return false;
     }
-    if (--r->pending == 0) {
-        mcs_request_finish(m, r);
-    }
+    mcs_request_put(m, r);
     return true;
 }

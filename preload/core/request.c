@@ -407,6 +407,14 @@ request_merge(struct mcs_machine *m, struct mcs_request *r, bool final)
 }
 
 void
+mcs_request_put(struct mcs_machine *m, struct mcs_request *r)
+{
+    if (--r->pending == 0) {
+        mcs_request_finish(m, r);
+    }
+}
+
+void
 mcs_request_finish(struct mcs_machine *m, struct mcs_request *r)
 {
     if (r->kind != MCS_REQ_CLIENT) {
@@ -456,31 +464,38 @@ mcs_request_finish(struct mcs_machine *m, struct mcs_request *r)
     }
 }
 
+uint32_t
+mcs_machine_first_usable(struct mcs_machine *m, uint32_t from)
+{
+    uint32_t s = from;
+    while (s < m->router.nservers && !mcs_router_usable(&m->router, s, m->now_ms)) {
+        s++;
+    }
+    return s;
+}
+
 /* A keyless single-answer request (version) moves on to the next server that
  * is not known to be down. Returns true if it was sent again. */
 static bool
 request_try_next_server(struct mcs_machine *m, struct mcs_sub *sub)
 {
     struct mcs_request *r = sub->req;
-    for (uint32_t s = sub->server + 1; s < m->router.nservers; s++) {
-        if (mcs_router_usable(&m->router, s, m->now_ms)) {
-            struct mcs_buf line = { 0 };
-            const char *name = mcs_cmd_name(r->cmd);
-            int rc = r->proto == MCS_PROTO_BINARY ? mcs_bin_request_line(r, &line)
-                                                  : mcs_buf_append(&line, name, strlen(name))
-                                                        | mcs_buf_append(&line, "\r\n", 2);
-            if (rc != 0) {
-                mcs_buf_free(&line);
-                return false;
-            }
-            sub->server = s;
-            sub->failed = false;
-            mcs_machine_send(m, sub, r->conn, mcs_buf_head(&line), mcs_buf_len(&line), NULL, 0);
-            mcs_buf_free(&line);
-            return true;
-        }
+    uint32_t s = mcs_machine_first_usable(m, sub->server + 1);
+    if (s == m->router.nservers) {
+        return false;
     }
-    return false;
+    struct mcs_buf line = { 0 };
+    const char *name = mcs_cmd_name(r->cmd);
+    int rc = r->proto == MCS_PROTO_BINARY
+                 ? mcs_bin_request_line(r, &line)
+                 : mcs_buf_append(&line, name, strlen(name)) | mcs_buf_append(&line, "\r\n", 2);
+    if (rc == 0) {
+        sub->server = s;
+        sub->failed = false;
+        mcs_machine_send(m, sub, r->conn, mcs_buf_head(&line), mcs_buf_len(&line), NULL, 0);
+    }
+    mcs_buf_free(&line);
+    return rc == 0;
 }
 
 void
@@ -494,14 +509,10 @@ mcs_request_sub_done(struct mcs_machine *m, struct mcs_sub *sub)
         return;
     }
     if (r->proto == MCS_PROTO_BINARY || r->is_meta) {
-        if (sub->failed && r->is_meta) {
-            mcs_meta_failed(m, r, sub->server);
-        } else if (sub->failed) {
-            mcs_bin_failed(m, r, sub->server);
+        if (sub->failed) {
+            mcs_request_unavailable(m, r, sub->server);
         }
-        if (--r->pending == 0) {
-            mcs_request_finish(m, r);
-        }
+        mcs_request_put(m, r);
         return;
     }
     if (sub->failed && (mcs_cmd_route(r->cmd) == MCS_ROUTE_ANY || r->cmd == MCS_CMD_STATS)) {
@@ -512,26 +523,44 @@ mcs_request_sub_done(struct mcs_machine *m, struct mcs_sub *sub)
     }
     if (sub->failed) {
         enum mcs_cmd_route route = mcs_cmd_route(r->cmd);
-        if (route == MCS_ROUTE_KEY || route == MCS_ROUTE_ALL) {
-            char line[MCS_HOST_MAX + 96];
-            int n = snprintf(line, sizeof(line), "SERVER_ERROR mcshim: server %s unavailable\r\n",
-                             m->router.servers[sub->server].label);
-            if (route == MCS_ROUTE_ALL && r->all_error) {
-                n = 0;
-            } else if (route == MCS_ROUTE_ALL) {
+        if (route == MCS_ROUTE_KEY) {
+            mcs_request_unavailable(m, r, sub->server);
+        } else if (route == MCS_ROUTE_ALL) {
+            /* one answer for all servers: the first error stands */
+            if (!r->all_error) {
                 mcs_buf_reset(&r->out);
                 r->all_error = true;
-            }
-            if (n > 0) {
-                mcs_buf_append(&r->out, line, (size_t)n);
+                mcs_reply_unavailable(m, sub->server, true, &r->out);
             }
             m->stats.server_errors++;
         }
     }
-    if (--r->pending == 0) {
-        mcs_request_finish(m, r);
-    } else if (r->merge) {
+    bool last = r->pending == 1;
+    mcs_request_put(m, r);
+    if (!last && r->merge) {
         mcs_request_stream(m, r);   /* keys this sub missed let the next ones through */
+    }
+}
+
+int
+mcs_reply_unavailable(const struct mcs_machine *m, uint32_t server, bool line, struct mcs_buf *out)
+{
+    const char *label = m->router.servers[server].label;
+    return (line ? mcs_buf_append(out, "SERVER_ERROR ", 13) : 0) | mcs_buf_append(out, "mcshim: server ", 15)
+           | mcs_buf_append(out, label, strlen(label)) | mcs_buf_append(out, " unavailable", 12)
+           | (line ? mcs_buf_append(out, "\r\n", 2) : 0);
+}
+
+void
+mcs_request_unavailable(struct mcs_machine *m, struct mcs_request *r, uint32_t server)
+{
+    if (r->is_meta) {
+        mcs_meta_failed(m, r, server);
+    } else if (r->proto == MCS_PROTO_BINARY) {
+        mcs_bin_failed(m, r, server);
+    } else {
+        mcs_reply_unavailable(m, server, true, &r->out);
+        m->stats.server_errors++;
     }
 }
 
@@ -546,7 +575,7 @@ static void
 sub_send(struct mcs_machine *m, struct mcs_session *c, struct mcs_sub *sub, const char *a, size_t alen,
          const char *b, size_t blen)
 {
-    sub->req->pending++;
+    mcs_request_get(sub->req);
     if (!mcs_router_usable(&m->router, sub->server, m->now_ms)) {
         m->router.servers[sub->server].stats.fast_fails++;
         sub->failed = true;
@@ -574,7 +603,7 @@ mcs_request_send_keys(struct mcs_machine *m, struct mcs_request *r, struct mcs_s
         }
     }
     rc |= mcs_buf_append(&line, "\r\n", 2);
-    r->pending++;
+    mcs_request_get(r);
     if (rc != 0) {
         sub->failed = true;
         mcs_request_sub_done(m, sub);
@@ -582,16 +611,6 @@ mcs_request_send_keys(struct mcs_machine *m, struct mcs_request *r, struct mcs_s
         mcs_machine_send(m, sub, r->conn, mcs_buf_head(&line), mcs_buf_len(&line), NULL, 0);
     }
     mcs_buf_free(&line);
-}
-
-/* Pending counts start at one extra so no sub can finish the request while it
- * is still being sent; this drops that hold. */
-static void
-request_release(struct mcs_machine *m, struct mcs_request *r)
-{
-    if (--r->pending == 0) {
-        mcs_request_finish(m, r);
-    }
 }
 
 static void
@@ -602,7 +621,7 @@ dispatch_key(struct mcs_machine *m, struct mcs_session *c, const char *buf, cons
         c->closing = true;
         return;
     }
-    r->pending = 1;
+    mcs_request_get(r);
     struct mcs_sub *sub = &r->subs[0];
     sub->server = mcs_router_server_for_key(&m->router, buf + q->key_off, q->key_len);
     if (q->noreply_len > 0) {
@@ -612,7 +631,7 @@ dispatch_key(struct mcs_machine *m, struct mcs_session *c, const char *buf, cons
     } else {
         sub_send(m, c, sub, buf, q->len, NULL, 0);
     }
-    request_release(m, r);
+    mcs_request_put(m, r);   /* the hold taken while sending */
 }
 
 static void
@@ -640,7 +659,7 @@ dispatch_keys(struct mcs_machine *m, struct mcs_session *c, const char *buf, con
             return;
         }
         r->nkeys = n;
-        r->pending = 1;
+        mcs_request_get(r);
         r->subs[0].server = key_server[0];
         if (key_server != small) {
             mcs_free(key_server);
@@ -655,7 +674,7 @@ dispatch_keys(struct mcs_machine *m, struct mcs_session *c, const char *buf, con
         }
         memcpy(r->keys, buf + q->key_off, r->keys_len);
         sub_send(m, c, &r->subs[0], buf, q->line_len, NULL, 0);
-        request_release(m, r);
+        mcs_request_put(m, r);   /* the hold taken while sending */
         return;
     }
 
@@ -689,7 +708,7 @@ dispatch_keys(struct mcs_machine *m, struct mcs_session *c, const char *buf, con
     }
     r->key_sub = key_subp;
     key_subp = NULL;
-    r->pending = 1;
+    mcs_request_get(r);
     for (uint32_t s = 0; s < nsrv; s++) {
         if (sub_of_server[s] != UINT32_MAX) {
             r->subs[sub_of_server[s]].server = s;
@@ -720,7 +739,7 @@ dispatch_keys(struct mcs_machine *m, struct mcs_session *c, const char *buf, con
     if (key_server != small) {
         mcs_free(key_server);
     }
-    request_release(m, r);
+    mcs_request_put(m, r);   /* the hold taken while sending */
     return;
 
 oom:
@@ -744,15 +763,13 @@ dispatch_broadcast(struct mcs_machine *m, struct mcs_session *c, const char *buf
         c->closing = true;
         return;
     }
-    r->pending = 1;
+    mcs_request_get(r);
     if (!all) {
         /* One answer from the first server that is usable. */
-        uint32_t s;
-        for (s = 0; s < m->router.nservers && !mcs_router_usable(&m->router, s, m->now_ms); s++) {
-        }
+        uint32_t s = mcs_machine_first_usable(m, 0);
         if (s == m->router.nservers) {
             mcs_buf_append(&r->out, reply_all_down, sizeof(reply_all_down) - 1);
-            request_release(m, r);
+            mcs_request_put(m, r);   /* the hold taken while sending */
             return;
         }
         r->subs[0].server = s;
@@ -770,7 +787,7 @@ dispatch_broadcast(struct mcs_machine *m, struct mcs_session *c, const char *buf
     if (q->cmd == MCS_CMD_FLUSH_ALL) {
         m->stats.cmd_flush++;
     }
-    request_release(m, r);
+    mcs_request_put(m, r);   /* the hold taken while sending */
 }
 
 /* Builds the shim's own answer to "stats [args]" into out. */
@@ -822,14 +839,11 @@ void
 mcs_stats_forward(struct mcs_machine *m, struct mcs_session *c, struct mcs_request *r)
 {
     static const char line[] = "stats settings\r\n";
-    uint32_t s = 0;
-    while (s + 1 < m->router.nservers && !mcs_router_usable(&m->router, s, m->now_ms)) {
-        s++;
-    }
-    r->subs[0].server = s;
-    r->pending = 1;
+    uint32_t s = mcs_machine_first_usable(m, 0);
+    r->subs[0].server = s < m->router.nservers ? s : m->router.nservers - 1;   /* none: the last fails it */
+    mcs_request_get(r);
     sub_send(m, c, &r->subs[0], line, sizeof(line) - 1, NULL, 0);
-    request_release(m, r);
+    mcs_request_put(m, r);   /* the hold taken while sending */
 }
 
 /* Stats describe everything before them: with replies still pending, the

@@ -16,12 +16,30 @@ void mcs_machine_log(struct mcs_machine *m, enum mcs_log_level level, const char
     __attribute__((format(printf, 3, 4)));
 void mcs_machine_send(struct mcs_machine *m, struct mcs_sub *sub, uint64_t conn, const char *a, size_t alen,
                       const char *b, size_t blen);
+/* The first server from `from` on that is usable, or nservers when none is. */
+uint32_t mcs_machine_first_usable(struct mcs_machine *m, uint32_t from);
 struct mcs_request *mcs_request_new(struct mcs_machine *m, struct mcs_session *c, enum mcs_cmd cmd, uint32_t nsubs,
                                     bool detached);
 void mcs_request_free(struct mcs_machine *m, struct mcs_request *r);
 void mcs_request_finish(struct mcs_machine *m, struct mcs_request *r);
+/* pending counts the references on a request: each sub owed a reply, and one
+ * hold while a function is still sending it (so that a sub failing at once,
+ * its server down, cannot finish the request under that function's feet).
+ * get takes one; put drops one, and the last finishes the request. */
+static inline void
+mcs_request_get(struct mcs_request *r)
+{
+    r->pending++;
+}
+void mcs_request_put(struct mcs_machine *m, struct mcs_request *r);
 void mcs_request_send_keys(struct mcs_machine *m, struct mcs_request *r, struct mcs_sub *sub);
 void mcs_sub_send(struct mcs_machine *m, struct mcs_session *c, struct mcs_sub *sub, const char *p, size_t n);
+/* Appends "mcshim: server <label> unavailable" to out; line: as a whole text
+ * reply line (SERVER_ERROR ..., CRLF). Returns 0 or -1 (out of memory). */
+int mcs_reply_unavailable(const struct mcs_machine *m, uint32_t server, bool line, struct mcs_buf *out);
+/* Nobody could answer r (one server, or none of its copies): its protocol's
+ * answer. A read misses (binary, meta); anything else: server unavailable. */
+void mcs_request_unavailable(struct mcs_machine *m, struct mcs_request *r, uint32_t server);
 void mcs_session_local_reply(struct mcs_machine *m, struct mcs_session *c, const char *p, size_t n);
 void mcs_session_advance(struct mcs_machine *m, struct mcs_session *c);
 void mcs_stats_build(struct mcs_machine *m, const char *args, size_t args_len, struct mcs_buf *out);

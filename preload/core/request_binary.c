@@ -254,17 +254,15 @@ mcs_bin_dispatch(struct mcs_machine *m, struct mcs_session *c, const char *buf, 
         mcs_avail_dispatch_kept(m, r, buf + q->key_off, q->key_len);
         return;
     }
-    r->pending = 1;
+    mcs_request_get(r);
     if (q->route == MCS_ROUTE_KEY) {
         r->subs[0].server = mcs_router_server_for_key(&m->router, buf + q->key_off, q->key_len);
         mcs_sub_send(m, c, &r->subs[0], mcs_buf_head(&pkt), mcs_buf_len(&pkt));
     } else if (q->route == MCS_ROUTE_ANY) {
-        uint32_t s;
-        for (s = 0; s < m->router.nservers && !mcs_router_usable(&m->router, s, m->now_ms); s++) {
-        }
+        uint32_t s = mcs_machine_first_usable(m, 0);
         r->subs[0].server = s < m->router.nservers ? s : 0;
         if (s == m->router.nservers) {
-            r->pending++;
+            mcs_request_get(r);
             r->subs[0].failed = true;
             mcs_request_sub_done(m, &r->subs[0]);
         } else {
@@ -281,9 +279,7 @@ mcs_bin_dispatch(struct mcs_machine *m, struct mcs_session *c, const char *buf, 
     } else {
         mcs_buf_free(&pkt);
     }
-    if (--r->pending == 0) {
-        mcs_request_finish(m, r);
-    }
+    mcs_request_put(m, r);
 }
 
 /* The bytes a server gets for r (for a retry on another server). */
@@ -372,12 +368,16 @@ mcs_bin_failed(struct mcs_machine *m, struct mcs_request *r, uint32_t server)
     if (mcs_bin_quiet_suppresses(r->bin_opcode, status)) {
         return;
     }
-    char text[MCS_HOST_MAX + 64];
-    const char *why = is_read(base) ? mcs_bin_status_text(status) : text;
+    struct mcs_buf text = { 0 };
+    const char *why = mcs_bin_status_text(status);
     if (!is_read(base)) {
-        snprintf(text, sizeof(text), "mcshim: server %s unavailable", m->router.servers[server].label);
+        mcs_reply_unavailable(m, server, false, &text);
+        why = mcs_buf_len(&text) > 0 ? mcs_buf_head(&text) : "";
     }
-    struct mcs_bin_msg reply = { .opcode = r->bin_opcode, .status = status, .opaque = r->bin_opaque,
-                                 .value = why, .value_len = (uint32_t)strlen(why) };
-    mcs_bin_put_response(&r->out, &reply);
+    struct mcs_bin_msg reply = { .opcode = r->bin_opcode, .status = status, .opaque = r->bin_opaque, .value = why,
+                                 .value_len = (uint32_t)(is_read(base) ? strlen(why) : mcs_buf_len(&text)) };
+    if (mcs_bin_put_response(&r->out, &reply) != 0) {
+        r->oom = true;
+    }
+    mcs_buf_free(&text);
 }

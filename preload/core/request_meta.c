@@ -90,12 +90,10 @@ mcs_meta_dispatch(struct mcs_machine *m, struct mcs_session *c, const char *buf,
         mcs_avail_dispatch_kept(m, r, key, klen);
         return;
     }
-    r->pending = 1;
+    mcs_request_get(r);
     r->subs[0].server = mcs_router_server_for_key(&m->router, key, klen);
     mcs_sub_send(m, c, &r->subs[0], mcs_buf_head(&r->kept), mcs_buf_len(&r->kept));
-    if (--r->pending == 0) {
-        mcs_request_finish(m, r);
-    }
+    mcs_request_put(m, r);
 }
 
 /* One meta reply item for sub (a client's meta request, or a copy). */
@@ -149,10 +147,7 @@ mcs_meta_failed(struct mcs_machine *m, struct mcs_request *r, uint32_t server)
         }
         return;
     }
-    char line[MCS_HOST_MAX + 96];
-    int n = snprintf(line, sizeof(line), "SERVER_ERROR mcshim: server %s unavailable\r\n",
-                     m->router.servers[server].label);
-    mcs_buf_append(&r->out, line, (size_t)n);
+    mcs_reply_unavailable(m, server, true, &r->out);
     m->stats.server_errors++;
 }
 
