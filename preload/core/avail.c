@@ -1135,6 +1135,11 @@ mcs_avail_sub_done(struct mcs_machine *m, struct mcs_sub *sub)
                 if (r->write) {
                     missed(m, sub->server, key, klen, true);
                 }
+                if (!m->router.copies && !usable(m, sub->server)) {
+                    /* eject: the server left the ring while r waited on it, so the key has a
+                     * stand-in now (its owner among the live servers, router.h): look again */
+                    r->ntargets = (uint8_t)mcs_router_targets(&m->router, key, klen, r->targets);
+                }
                 if (r->tried + 1u < r->ntargets) {
                     server(m, sub->server)->stats.failovers++;
                 }

@@ -1432,19 +1432,14 @@ test_backup_pool_and_eject_failover(void **state)
     fd_free(&f);
 }
 
-#ifdef MCS_TEST_KNOWN_BUGS
-/* BUG: with MCSHIM_EJECT=1 (no copies), a write waiting on its server when the
- * server goes down is answered "SERVER_ERROR mcshim: server ... unavailable",
- * although the key's stand-in (its owner on the ring of live servers, which
- * router.h lists as its next target while the server is down) is reachable:
- * the write's targets are computed once, at dispatch, when the server was up
- * (avail.c mcs_avail_dispatch_kept / key_send_from). A read waiting on the
- * same server moves to the stand-in (keys_move looks the targets up again),
- * and a write sent a moment later goes there too (test above).
- * docs/availability.md: "If it fails, the write is re-sent to the next
- * target"; "With MCSHIM_EJECT=1 its keys move to their owner on the ring of
- * the live servers while it is down: ... writes succeed there". Left out of
- * the list until fixed: build with -DMCS_TEST_KNOWN_BUGS to run it. */
+/* With MCSHIM_EJECT=1 (no copies), a write waiting on its server when the
+ * server goes down moves to the key's stand-in (its owner on the ring of live
+ * servers, which router.h lists as its next target while the server is down),
+ * as a read does (keys_move looks the targets up again). Found by this file:
+ * the write's targets used to be the ones computed at dispatch, when the
+ * server was up, and it was answered "SERVER_ERROR ... unavailable".
+ * docs/availability.md: "With MCSHIM_EJECT=1 its keys move to their owner on
+ * the ring of the live servers while it is down: ... writes succeed there". */
 static void
 test_eject_write_in_flight_moves_to_the_stand_in(void **state)
 {
@@ -1459,7 +1454,7 @@ test_eject_write_in_flight_moves_to_the_stand_in(void **state)
     fd_fail_server(&f, 0, MCS_FAILURE_RESET);
     uint32_t t[MCS_MAX_TARGETS];
     assert_int_equal(mcs_router_targets(&f.m.router, k, strlen(k), t), 2);
-    out_none(&f, c);   /* today: "SERVER_ERROR mcshim: server 10.0.0.1:11211 unavailable\r\n" */
+    out_none(&f, c);   /* it was: "SERVER_ERROR mcshim: server 10.0.0.1:11211 unavailable\r\n" */
     sent_k(&f, t[1], "set $ 0 0 1\r\nv\r\n", k);
     fd_answer(&f, t[1], "STORED\r\n", 8);
     FD_OUT(&f, c, "STORED\r\n");
@@ -1467,7 +1462,6 @@ test_eject_write_in_flight_moves_to_the_stand_in(void **state)
     fd_expect_idle(&f);
     fd_free(&f);
 }
-#endif
 
 /* Writes and reads whose application connection closes before the servers
  * answer: the answers are dropped, copies still follow the rule, and nothing
@@ -1909,9 +1903,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_rejoin_after_missed_flush_all_flushes),
     cmocka_unit_test(test_rejoin_interrupted_is_replayed_at_the_next_probe),
     cmocka_unit_test(test_backup_pool_and_eject_failover),
-#ifdef MCS_TEST_KNOWN_BUGS
-    cmocka_unit_test(test_eject_write_in_flight_moves_to_the_stand_in),   /* BUG: see the test */
-#endif
+    cmocka_unit_test(test_eject_write_in_flight_moves_to_the_stand_in),
     cmocka_unit_test(test_session_closed_while_servers_owe_replies),
     cmocka_unit_test(test_timeout_marks_down_and_fails_over_every_waiting_request),
     cmocka_unit_test(test_alloc_sweep_failover),
