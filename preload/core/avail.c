@@ -275,9 +275,10 @@ send_copy(struct mcs_machine *m, struct mcs_request *r, uint32_t s, enum mcs_cop
     }
     if (rc == 0 && action == MCS_COPY_ARITH) {
         /* the primary's result, to compare with the copy's */
+        struct mcs_buf *expect = &c->job.copy.expect;
         rc = r->proto == MCS_PROTO_BINARY
-                 ? mcs_buf_append(&c->expect, r->arith_value, r->has_arith_value ? sizeof(r->arith_value) : 0)
-                 : mcs_buf_append(&c->expect, mcs_buf_head(&r->out), mcs_buf_len(&r->out));
+                 ? mcs_buf_append(expect, r->arith_value, r->has_arith_value ? sizeof(r->arith_value) : 0)
+                 : mcs_buf_append(expect, mcs_buf_head(&r->out), mcs_buf_len(&r->out));
     }
     if (rc != 0) {
         if (c != NULL) {
@@ -288,7 +289,7 @@ send_copy(struct mcs_machine *m, struct mcs_request *r, uint32_t s, enum mcs_cop
         return;
     }
     if (r != NULL && m->cfg->write == MCS_WRITE_SYNC && r->kind == MCS_REQ_CLIENT && r->ntargets > 0) {
-        c->parent = r;
+        c->job.copy.parent = r;
         mcs_request_get(r);
     }
     if (action == MCS_COPY_DELETE) {
@@ -306,7 +307,8 @@ copy_done(struct mcs_machine *m, struct mcs_sub *sub)
     struct mcs_request *c = sub->req;
     if (sub->failed) {
         missed(m, sub->server, c->keys, c->keys_len, false);
-    } else if (mcs_buf_len(&c->expect) > 0) {
+    } else if (mcs_buf_len(&c->job.copy.expect) > 0) {
+        const struct mcs_buf *expect = &c->job.copy.expect;
         /* incr/decr: a copy whose result differs from the primary's is dropped */
         const char *got = mcs_buf_head(&c->out);
         size_t n = mcs_buf_len(&c->out);
@@ -318,11 +320,11 @@ copy_done(struct mcs_machine *m, struct mcs_sub *sub)
             got += counted ? resp.value_off : 0;
             n = counted ? 8 : 0;
         }
-        if (counted && (n != mcs_buf_len(&c->expect) || memcmp(got, mcs_buf_head(&c->expect), n) != 0)) {
+        if (counted && (n != mcs_buf_len(expect) || memcmp(got, mcs_buf_head(expect), n) != 0)) {
             send_copy(m, NULL, sub->server, MCS_COPY_DELETE, c->keys, c->keys_len);
         }
     }
-    struct mcs_request *parent = c->parent;
+    struct mcs_request *parent = c->job.copy.parent;
     if (parent != NULL) {
         mcs_request_put(m, parent);
     }
@@ -657,7 +659,8 @@ warm_hit(struct mcs_machine *m, struct mcs_sub *sub, const char *data, uint32_t 
     int rc;
     if (mcs_copy_text_safe(key, klen)) {
         int n = snprintf(tail, sizeof(tail), " %" PRIu32 " %" PRId64 " %" PRIu32 "\r\n", flags, exptime, size);
-        rc = mcs_buf_append(&line, "add ", 4) | mcs_buf_append(&line, key, klen) | mcs_buf_append(&line, tail, (size_t)n);
+        rc = mcs_buf_append(&line, "add ", 4) | mcs_buf_append(&line, key, klen)
+             | mcs_buf_append(&line, tail, (size_t)n);
     } else {
         /* a key the text protocol cannot carry: meta, base64, add mode (the value goes in line) */
         snprintf(tail, sizeof(tail), "F%" PRIu32 " T%" PRId64 " ME", flags, exptime);
@@ -708,18 +711,18 @@ mcs_avail_stat(struct mcs_request *r, const char *line, size_t len)
         return;
     }
     if (tl[1] == 3 && memcmp(line + off[1], "pid", 3) == 0) {
-        r->id.pid = (uint64_t)v;
+        r->job.probe.id.pid = (uint64_t)v;
     } else if (tl[1] == 6 && memcmp(line + off[1], "uptime", 6) == 0) {
-        r->uptime = (uint64_t)v;
+        r->job.probe.uptime = (uint64_t)v;
     } else if (tl[1] == 4 && memcmp(line + off[1], "time", 4) == 0) {
-        r->unix_time = (uint64_t)v;
+        r->job.probe.unix_time = (uint64_t)v;
     }
 }
 
 /* Sends one line of the machine's own to server s. Returns false if it could
  * not even be queued (out of memory); otherwise its completion reports. */
 static bool
-send_line(struct mcs_machine *m, enum mcs_req_kind kind, enum mcs_cmd cmd, uint32_t s, uint64_t conn,
+send_line(struct mcs_machine *m, enum mcs_req_kind kind, enum mcs_cmd cmd, uint32_t s, uint64_t conn, uint64_t ticket,
           const char *key, size_t key_len, const char *line, size_t n)
 {
     struct mcs_request *r = own_request(m, kind, cmd, s, conn);
@@ -732,8 +735,7 @@ send_line(struct mcs_machine *m, enum mcs_req_kind kind, enum mcs_cmd cmd, uint3
     }
     if (kind == MCS_REQ_REJOIN) {
         m->rejoin_pending[s]++;
-        r->ticket = conn;   /* rejoin requests go on connection 0: conn carries the log ticket */
-        r->conn = conn = 0;
+        r->job.rejoin.ticket = ticket;
     }
     mcs_machine_send(m, &r->subs[0], conn, line, n, NULL, 0);
     return true;
@@ -764,7 +766,7 @@ rejoin_next(struct mcs_machine *m, uint32_t s, bool flush)
     if (flush || srv->missed_flush || mcs_keylog_overflowed(&srv->missed)) {
         mcs_keylog_reset(&srv->missed);
         srv->missed_flush = false;
-        if (!send_line(m, MCS_REQ_REJOIN, MCS_CMD_FLUSH_ALL, s, 0, NULL, 0, "flush_all\r\n", 11)) {
+        if (!send_line(m, MCS_REQ_REJOIN, MCS_CMD_FLUSH_ALL, s, 0, 0, NULL, 0, "flush_all\r\n", 11)) {
             rejoin_abort(m, s);
         }
         return;
@@ -778,7 +780,7 @@ rejoin_next(struct mcs_machine *m, uint32_t s, bool flush)
             break;
         }
         if (mcs_copy_delete_line(&line, mcs_buf_head(&key), mcs_buf_len(&key)) != 0
-            || !send_line(m, MCS_REQ_REJOIN, MCS_CMD_DELETE, s, 0, mcs_buf_head(&key), mcs_buf_len(&key),
+            || !send_line(m, MCS_REQ_REJOIN, MCS_CMD_DELETE, s, 0, 0, mcs_buf_head(&key), mcs_buf_len(&key),
                           mcs_buf_head(&line), mcs_buf_len(&line))) {
             rejoin_abort(m, s);
             break;
@@ -805,7 +807,7 @@ rejoin_late(struct mcs_machine *m, uint32_t s)
     struct mcs_server *srv = server(m, s);
     struct mcs_seg *seg = m->router.seg;
     if (mcs_seg_flags_take(seg, srv->seg_index, MCS_SEG_F_OVERFLOW | MCS_SEG_F_FLUSH) != 0) {
-        send_line(m, MCS_REQ_REJOIN, MCS_CMD_FLUSH_ALL, s, 0, NULL, 0, "flush_all\r\n", 11);
+        send_line(m, MCS_REQ_REJOIN, MCS_CMD_FLUSH_ALL, s, 0, 0, NULL, 0, "flush_all\r\n", 11);
         return;
     }
     struct mcs_buf keys = { 0 };
@@ -837,7 +839,7 @@ rejoin_next_shared(struct mcs_machine *m, uint32_t s, bool flush)
     mcs_router_lease_renew(&m->router, s, m->now_ms);
     if (flush || (mcs_seg_flags(seg, i) & (MCS_SEG_F_OVERFLOW | MCS_SEG_F_FLUSH)) != 0) {
         mcs_seg_flags_take(seg, i, MCS_SEG_F_OVERFLOW | MCS_SEG_F_FLUSH);
-        if (!send_line(m, MCS_REQ_REJOIN, MCS_CMD_FLUSH_ALL, s, 0, NULL, 0, "flush_all\r\n", 11)) {
+        if (!send_line(m, MCS_REQ_REJOIN, MCS_CMD_FLUSH_ALL, s, 0, 0, NULL, 0, "flush_all\r\n", 11)) {
             mcs_seg_flags_set(seg, i, MCS_SEG_F_FLUSH);
             rejoin_abort(m, s);
         }
@@ -853,7 +855,7 @@ rejoin_next_shared(struct mcs_machine *m, uint32_t s, bool flush)
         uint8_t len = (uint8_t)p[0];
         mcs_buf_reset(&line);
         if (mcs_copy_delete_line(&line, p + 1, len) != 0
-            || !send_line(m, MCS_REQ_REJOIN, MCS_CMD_DELETE, s, tickets[k], p + 1, len, mcs_buf_head(&line),
+            || !send_line(m, MCS_REQ_REJOIN, MCS_CMD_DELETE, s, 0, tickets[k], p + 1, len, mcs_buf_head(&line),
                           mcs_buf_len(&line))) {
             for (; k < n; k++) {
                 mcs_seg_log_done(seg, tickets[k], false);
@@ -896,7 +898,7 @@ rejoin_done(struct mcs_machine *m, struct mcs_sub *sub)
                 mcs_seg_log_clear(seg, srv->seg_index);
             }
         } else {
-            mcs_seg_log_done(seg, r->ticket, !sub->failed);
+            mcs_seg_log_done(seg, r->job.rejoin.ticket, !sub->failed);
             if (!sub->failed) {
                 srv->stats.invalidations_replayed++;
                 mcs_seg_count(seg, srv->seg_index, MCS_SEG_C_invalidations_replayed, 1);
@@ -927,9 +929,9 @@ rejoin_done(struct mcs_machine *m, struct mcs_sub *sub)
 static void
 identity_of(const struct mcs_request *r, struct mcs_identity *id)
 {
-    *id = r->id;
-    id->known = r->id.pid != 0 && r->unix_time != 0;
-    id->started = r->unix_time - r->uptime;
+    *id = r->job.probe.id;
+    id->known = id->pid != 0 && r->job.probe.unix_time != 0;
+    id->started = r->job.probe.unix_time - r->job.probe.uptime;
 }
 
 static void
@@ -940,7 +942,8 @@ probe_done(struct mcs_machine *m, struct mcs_sub *sub)
     struct mcs_identity id;
     identity_of(sub->req, &id);
     m->tick_ms = 0;   /* probe times moved: recompute */
-    mcs_machine_log(m, MCS_LOG_DEBUG, "probe of %s: %s, pid %" PRIu64, srv->label, sub->failed ? "failed" : "answered", id.pid);
+    mcs_machine_log(m, MCS_LOG_DEBUG, "probe of %s: %s, pid %" PRIu64, srv->label,
+                    sub->failed ? "failed" : "answered", id.pid);
     if (sub->failed || !id.known) {
         if (srv->probing) {
             mcs_router_failed(&m->router, s, MCS_FAILURE_PROTOCOL, m->now_ms);
@@ -957,7 +960,8 @@ probe_done(struct mcs_machine *m, struct mcs_sub *sub)
                 srv->health == MCS_HEALTH_WARMING ? "warming up from its copies" : "in use again");
         break;
     case MCS_REJOIN_DELETES:
-        mcs_machine_log(m, MCS_LOG_NOTICE, "server %s is back after a cut (same instance); deleting the %zu key(s) it missed%s",
+        mcs_machine_log(m, MCS_LOG_NOTICE,
+                        "server %s is back after a cut (same instance); deleting the %zu key(s) it missed%s",
                 srv->label,
                 mcs_router_shared(&m->router, s) ? mcs_seg_log_count(m->router.seg, srv->seg_index)
                                                  : mcs_keylog_count(&srv->missed),
@@ -965,7 +969,8 @@ probe_done(struct mcs_machine *m, struct mcs_sub *sub)
         rejoin_next(m, s, false);
         break;
     case MCS_REJOIN_FLUSH_ALL:
-        mcs_machine_log(m, MCS_LOG_NOTICE, "server %s is back after a cut (same instance); flushing it (%s)", srv->label,
+        mcs_machine_log(m, MCS_LOG_NOTICE, "server %s is back after a cut (same instance); flushing it (%s)",
+                        srv->label,
                 m->cfg->rejoin == MCS_REJOIN_FLUSH ? "MCSHIM_REJOIN=flush" : "too many missed writes to replay");
         rejoin_next(m, s, true);
         break;
@@ -985,7 +990,7 @@ mcs_machine_tick(struct mcs_machine *m)
                 continue;   /* another process of the host probes it */
             }
             mcs_machine_log(m, MCS_LOG_DEBUG, "probing %s", server(m, s)->label);
-            if (!send_line(m, MCS_REQ_PROBE, MCS_CMD_STATS, s, 0, NULL, 0, "stats\r\n", 7)) {
+            if (!send_line(m, MCS_REQ_PROBE, MCS_CMD_STATS, s, 0, 0, NULL, 0, "stats\r\n", 7)) {
                 mcs_router_failed(&m->router, s, MCS_FAILURE_CONNECT, m->now_ms);   /* try again later */
             }
         } else {
@@ -1005,7 +1010,7 @@ mcs_machine_connected(struct mcs_machine *m, uint32_t s, uint64_t conn)
         return;
     }
     srv->identifying = true;
-    if (!send_line(m, MCS_REQ_IDENTIFY, MCS_CMD_STATS, s, conn, NULL, 0, "stats\r\n", 7)) {
+    if (!send_line(m, MCS_REQ_IDENTIFY, MCS_CMD_STATS, s, conn, 0, NULL, 0, "stats\r\n", 7)) {
         srv->identifying = false;
     }
 }
@@ -1039,7 +1044,8 @@ mcs_avail_note(struct mcs_machine *m, uint32_t s, enum mcs_health before, enum m
     switch (srv->health) {
     case MCS_HEALTH_DOWN:
         if (before == MCS_HEALTH_UP || before == MCS_HEALTH_WARMING) {
-            mcs_machine_log(m, MCS_LOG_WARN, "server %s is down (%s, %u failure(s)%s); %s; probing every %u ms", srv->label,
+            mcs_machine_log(m, MCS_LOG_WARN, "server %s is down (%s, %u failure(s)%s); %s; probing every %u ms",
+                            srv->label,
                     mcs_failure_name(why), srv->failures, srv->failures == 0 ? " here, found by another process" : "",
                     m->failover ? "its keys go to their copies" : "its keys miss and its writes fail",
                     m->cfg->retry_ms);
@@ -1055,7 +1061,8 @@ mcs_avail_note(struct mcs_machine *m, uint32_t s, enum mcs_health before, enum m
     case MCS_HEALTH_WARMING:
     case MCS_HEALTH_UP:
         if (before == MCS_HEALTH_REJOINING) {
-            mcs_machine_log(m, MCS_LOG_NOTICE, "server %s rejoined (%" PRIu64 " invalidation(s) replayed in all); %s", srv->label,
+            mcs_machine_log(m, MCS_LOG_NOTICE, "server %s rejoined (%" PRIu64 " invalidation(s) replayed in all); %s",
+                            srv->label,
                     srv->stats.invalidations_replayed,
                     srv->health == MCS_HEALTH_WARMING ? "warming up from its copies" : "in use again");
         }

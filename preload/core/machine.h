@@ -106,7 +106,6 @@ struct mcs_sub {
 struct mcs_request {
     struct mcs_request *next;   /* in the session pipeline */
     struct mcs_session *session; /* NULL once detached, and for background jobs */
-    struct mcs_request *parent; /* sync copy: the write that waits for it */
     enum mcs_req_kind kind;
     enum mcs_cmd cmd;           /* binary requests: the matching text command (replica.h rules) */
     enum mcs_proto proto;
@@ -145,14 +144,24 @@ struct mcs_request {
     uint8_t  exptime_len;
     char     arith_value[8];    /* binary incr/decr: the new value the server answered (for the copies) */
     bool     has_arith_value;
-    struct mcs_buf expect;      /* copy of an incr/decr: the primary's result; a copy that differs is dropped */
     uint32_t targets[MCS_MAX_TARGETS];
     uint8_t  ntargets;
     uint8_t  tried;             /* index in targets of the server asked */
-    struct mcs_identity id;     /* probe/identify: what the server said */
-    uint64_t ticket;            /* rejoin delete of a key from the host's log: its slot (hostseg.h) */
-    uint64_t uptime;
-    uint64_t unix_time;
+    /* what a background job alone needs, by kind */
+    union {
+        struct {                        /* MCS_REQ_COPY */
+            struct mcs_request *parent; /* sync writes: the application's write that waits for it */
+            struct mcs_buf expect;      /* incr/decr: the primary's result; a copy that differs is dropped */
+        } copy;
+        struct {                        /* MCS_REQ_PROBE, MCS_REQ_IDENTIFY: what the server said */
+            struct mcs_identity id;
+            uint64_t uptime;
+            uint64_t unix_time;
+        } probe;
+        struct {                        /* MCS_REQ_REJOIN */
+            uint64_t ticket;            /* a delete of a key from the host's log: its slot (hostseg.h) */
+        } rejoin;
+    } job;
 };
 
 /* One application connection as the machine sees it: protocol, parsers, the
@@ -239,8 +248,10 @@ void mcs_machine_connected(struct mcs_machine *m, uint32_t server, uint64_t conn
 void mcs_machine_tick(struct mcs_machine *m);
 /* Adopts the host's view of each server (host-wide segment), before routing. */
 void mcs_machine_sync(struct mcs_machine *m);
-/* True if sub's reply is what its session needs next to move on (flow control). */
-bool mcs_machine_wants(const struct mcs_sub *sub);
+/* The session whose next reply needs sub's reply to move on (its own request
+ * at the head of its pipeline, or the sync write a copy holds up), or NULL.
+ * Flow control: a connection carrying such a sub must be read. */
+const struct mcs_session *mcs_machine_waiter(const struct mcs_sub *sub);
 
 /* ---- sessions ------------------------------------------------------------------------------- */
 

@@ -133,7 +133,9 @@ mcs_request_free(struct mcs_machine *m, struct mcs_request *r)
     }
     mcs_buf_free(&r->out);
     mcs_buf_free(&r->kept);
-    mcs_buf_free(&r->expect);
+    if (r->kind == MCS_REQ_COPY) {
+        mcs_buf_free(&r->job.copy.expect);
+    }
     mcs_free(r->keys);
     mcs_free(r->key_sub);
     mcs_free(r->key_try);
@@ -290,8 +292,11 @@ mcs_request_stream(struct mcs_machine *m, struct mcs_request *r)
 }
 
 /* True if sub's reply is what r needs next to move on: r is its client's
- * turn, and sub answers it (for a multi-get: the next key to release, or,
- * every key released, any sub still owing the END that completes it). */
+ * turn, and sub answers it. For a multi-get: the sub of the next key to
+ * release; or any sub, when the merge cannot go on before the end (every key
+ * released and ENDs still owed, or the next key's server answered but is
+ * warming: its misses wait for their warm-up fetches); and a warm-up fetch
+ * always (its hit is released in the next key's place). */
 bool
 mcs_request_wants(const struct mcs_request *r, const struct mcs_sub *sub)
 {
@@ -299,7 +304,11 @@ mcs_request_wants(const struct mcs_request *r, const struct mcs_sub *sub)
     if (c == NULL || c->head != r) {
         return false;
     }
-    return !r->merge || r->merge_next >= r->nkeys || r->key_sub[r->merge_next] == sub;
+    if (!r->merge || r->merge_next >= r->nkeys || sub->fetch) {
+        return true;
+    }
+    const struct mcs_sub *next = r->key_sub[r->merge_next];
+    return next == sub || next == NULL || next->complete || next->failed;
 }
 
 /* Moves finished replies at the head of the pipeline to the output buffer. */
@@ -1173,10 +1182,16 @@ mcs_machine_server_failed(struct mcs_machine *m, uint32_t server, enum mcs_failu
     mcs_avail_note(m, server, mcs_router_failed(&m->router, server, why, m->now_ms), why);
 }
 
-bool
-mcs_machine_wants(const struct mcs_sub *sub)
+const struct mcs_session *
+mcs_machine_waiter(const struct mcs_sub *sub)
 {
-    return mcs_request_wants(sub->req, sub);
+    const struct mcs_request *r = sub->req;
+    if (r->kind == MCS_REQ_COPY && r->job.copy.parent != NULL) {
+        /* a sync write waits for its copies: its session's turn may hang on this one */
+        const struct mcs_request *p = r->job.copy.parent;
+        return p->session != NULL && p->session->head == p ? p->session : NULL;
+    }
+    return r->kind == MCS_REQ_CLIENT && mcs_request_wants(r, sub) ? r->session : NULL;
 }
 
 /* ---- sessions, continued -------------------------------------------------------------------- */

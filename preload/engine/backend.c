@@ -187,20 +187,22 @@ backend_may_read(const struct mcs_engine *e, const struct mcs_backend *b)
 {
     bool over = e->m.reply_held + e->m.reply_out >= e->m.memory_max;
     for (const struct mcs_sub *s = b->head; s != NULL; s = s->next) {
-        const struct mcs_request *r = s->req;
-        const struct mcs_session *c = r->session;
-        if (r->kind != MCS_REQ_CLIENT || c == NULL) {
-            if (s == b->head) {
-                return true;   /* the engine's own, or nobody's: dropped or tiny */
+        const struct mcs_session *w = mcs_machine_waiter(s);
+        if (w != NULL) {
+            if (mcs_buf_len(&w->out) < (over ? MCS_SESSION_MIN_OUT : MCS_SESSION_MAX_OUT)) {
+                return true;
             }
             continue;
         }
-        size_t out = mcs_buf_len(&c->out);
-        if (mcs_machine_wants(s)) {
-            if (out < (over ? MCS_SESSION_MIN_OUT : MCS_SESSION_MAX_OUT)) {
-                return true;
-            }
-        } else if (s == b->head && !over && c->held < MCS_SESSION_MAX_HELD && out < MCS_SESSION_MAX_OUT) {
+        if (s != b->head) {
+            continue;
+        }
+        const struct mcs_request *r = s->req;
+        const struct mcs_session *c = r->session;
+        if (r->kind != MCS_REQ_CLIENT || c == NULL) {
+            return true;   /* the machine's own, or nobody's: dropped or tiny */
+        }
+        if (!over && c->held < MCS_SESSION_MAX_HELD && mcs_buf_len(&c->out) < MCS_SESSION_MAX_OUT) {
             return true;
         }
     }

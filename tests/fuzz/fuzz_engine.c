@@ -54,6 +54,7 @@
  * seeds were written) and, on a hang, who owes what.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <stdbool.h>
@@ -1256,9 +1257,10 @@ trace_engine(const struct mcs_engine *e)
             e->backend_queued, e->stalled);
     for (size_t i = 0; i < nb; i++) {
         const struct mcs_backend *b = &e->backends[i];
-        fprintf(stderr, "backend %zu: server %u %s state %d fd %d stalled %d health %s\n", i, b->server,
-                b->proto == MCS_PROTO_BINARY ? "binary" : "text", (int)b->state, b->fd, b->stalled,
-                mcs_health_name(e->m.router.servers[b->server].health));
+        fprintf(stderr, "backend %zu: server %u %s state %d fd %d stalled %d health %s timer %s%" PRIu64
+                " (now %" PRIu64 ")\n", i, b->server, b->proto == MCS_PROTO_BINARY ? "binary" : "text",
+                (int)b->state, b->fd, b->stalled, mcs_health_name(e->m.router.servers[b->server].health),
+                b->timer.pos != 0 ? "at " : "none ", b->timer.pos != 0 ? b->timer.key : 0, e->m.now_ms);
         for (const struct mcs_sub *sub = b->head; sub != NULL; sub = sub->next) {
             const struct mcs_request *r = sub->req;
             fprintf(stderr, "  sub of request %p kind %d cmd %s client %p (its head: %d) pending %u failed %d\n",
