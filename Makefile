@@ -71,7 +71,7 @@ $(BUILD)/tests/%: tests/unit/%.c $(CORE_A)
 
 $(BUILD)/tools/%: tests/tools/%.c $(CORE_A)
 	@mkdir -p $(dir $@)
-	$(CC) $(MCS_CFLAGS) $(CFLAGS) -o $@ $< $(CORE_A) $(LDFLAGS)
+	$(CC) $(MCS_CFLAGS) $(CFLAGS) -o $@ $< $(CORE_A) $(LDFLAGS) -lpthread
 
 # `mcshim stats` (tools/mcshim-stats.c) and the test helper that writes segments both map the
 # segment file with preload/lib/shared.c (libc only).

@@ -2,31 +2,55 @@
  * tests/tools/mclat.c: blocking memcached ASCII latency client.
  *
  *     mclat -h host -p port -n N [-k keys] [-s value_size] [-w warmup]
- *           [-r set_percent] [-T max_seconds] [-q]
+ *           [-r set_percent] [-T max_seconds] [-t threads] [-R rate] [-q]
  *
- * One TCP connection made with plain libc socket/connect/write/read, so that
- * an LD_PRELOAD library (mcshim) sees an ordinary dynamically linked client.
- * It stores `keys` keys of `value_size` bytes, runs `warmup` untimed gets,
- * then N timed iterations, each one request and its whole reply: `get key`,
- * or `set key` for set_percent of them. Every round trip is timed with
- * clock_gettime(CLOCK_MONOTONIC). The result is one line of key=value pairs
- * on stdout:
+ * Each of `threads` threads (default 1) has one TCP connection made with plain
+ * libc socket/connect/write/read, so that an LD_PRELOAD library (mcshim) sees
+ * an ordinary dynamically linked, possibly multi-threaded, client. Together
+ * they store `keys` keys of `value_size` bytes and run `warmup` untimed gets;
+ * then each thread runs its share of the N timed iterations, each one request
+ * and its whole reply: `get key`, or `set key` for set_percent of them. N = 0
+ * means no count: every thread runs until max_seconds.
  *
- *     mclat n=100000 p50_us=21.4 p90_us=24.9 p99_us=38.0 max_us=310.2 mean_us=22.3 ops_s=44251 misses=0 errors=0
+ * Without -R (or -R 0) each thread sends its next request as soon as the
+ * previous reply is in (closed loop) and every round trip is timed with
+ * clock_gettime(CLOCK_MONOTONIC). With -R rate the run is open-loop: thread k
+ * of T sends request i at the absolute time start + (i*T + k)/rate seconds
+ * (clock_nanosleep TIMER_ABSTIME on CLOCK_MONOTONIC), so the threads together
+ * offer `rate` requests per second, evenly interleaved; latency is measured
+ * from that intended send time, so a request that queues behind a slow reply
+ * is charged for the wait (no coordinated omission), as is the client's own
+ * wake-up delay (timer slack is set to 1 ns on paced threads to keep it small).
+ *
+ * The timings of all threads are merged. The result is one line of key=value
+ * pairs on stdout:
+ *
+ *     mclat n=100000 p50_us=21.4 p90_us=24.9 p99_us=38.0 max_us=310.2 mean_us=22.3 ops_s=44251 misses=0 errors=0 threads=1 rate=0 cpu_us_per_op=9.84
+ *
+ * ops_s is every thread's iterations over the timed phase (from the common
+ * start to the last thread's end). cpu_us_per_op is the user+system CPU time
+ * of the whole process over the timed phase (getrusage(RUSAGE_SELF) before and
+ * after) divided by n: under LD_PRELOAD it includes the preloaded library's
+ * own threads.
  *
  * The timed loop stops early after max_seconds (default 60); n then says how
  * many iterations ran. Exit status: 0 on success, 1 if any reply was wrong
- * (errors > 0) or the connection failed, 2 on bad usage.
+ * (errors > 0) or a connection failed, 2 on bad usage.
  */
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -36,6 +60,9 @@
 #define MCLAT_KEYS_MAX      1000000
 #define MCLAT_ITER_MAX      100000000L
 #define MCLAT_LINE_MAX      512
+#define MCLAT_THREADS_MAX   1024
+#define MCLAT_RATE_MAX      10000000L
+#define MCLAT_SAMPLES_INIT  65536
 
 /* Options, filled by mclat_parse_args(). */
 struct mclat_opts {
@@ -47,10 +74,12 @@ struct mclat_opts {
     long        warmup;
     long        set_percent;
     long        max_seconds;
+    long        threads;
+    long        rate;           /* total requests per second, 0 = closed loop */
     int         quiet;
 };
 
-/* A blocking connection with a read buffer; owned by main(). */
+/* A blocking connection with a read buffer; owned by its worker (struct mclat_worker). */
 struct mclat_conn {
     int     fd;
     char   *buf;        /* holds [start, end) unread bytes */
@@ -71,15 +100,20 @@ static void mclat_usage(FILE *out)
 {
     fprintf(out,
             "usage: mclat -h host -p port -n N [-k keys] [-s value_size] [-w warmup]\n"
-            "             [-r set_percent] [-T max_seconds] [-q]\n"
-            "  -n N            timed iterations (one request + reply each)\n"
+            "             [-r set_percent] [-T max_seconds] [-t threads] [-R rate] [-q]\n"
+            "  -n N            timed iterations (one request + reply each), shared by the\n"
+            "                  threads; 0 = every thread runs until -T\n"
             "  -k keys         distinct keys stored before timing (default 100)\n"
             "  -s value_size   value bytes (default 100)\n"
-            "  -w warmup       untimed gets before timing (default 1000)\n"
+            "  -w warmup       untimed gets before timing, shared by the threads (default 1000)\n"
             "  -r set_percent  percent of iterations that are sets (default 0)\n"
             "  -T max_seconds  stop the timed loop after this long (default 60)\n"
+            "  -t threads      threads, each with its own blocking connection (default 1)\n"
+            "  -R rate         total requests per second, paced open-loop with latency\n"
+            "                  from the intended send time; 0 = as fast as possible (default)\n"
             "  -q              no diagnostics on stderr\n"
-            "prints one line: mclat n= p50_us= p90_us= p99_us= max_us= mean_us= ops_s= misses= errors=\n");
+            "prints one line: mclat n= p50_us= p90_us= p99_us= max_us= mean_us= ops_s= misses= errors=\n"
+            "                 threads= rate= cpu_us_per_op=\n");
 }
 
 /* Parses a decimal long in [lo, hi]. Returns 0 and sets *out, or -1. */
@@ -110,9 +144,11 @@ static int mclat_parse_args(int argc, char **argv, struct mclat_opts *o)
     o->warmup = 1000;
     o->set_percent = 0;
     o->max_seconds = 60;
+    o->threads = 1;
+    o->rate = 0;
     o->quiet = 0;
 
-    while ((c = getopt(argc, argv, "h:p:n:k:s:w:r:T:q")) != -1) {
+    while ((c = getopt(argc, argv, "h:p:n:k:s:w:r:T:t:R:q")) != -1) {
         int bad = 0;
         switch (c) {
         case 'h':
@@ -122,7 +158,7 @@ static int mclat_parse_args(int argc, char **argv, struct mclat_opts *o)
             o->port = optarg;
             break;
         case 'n':
-            bad = mclat_parse_long(optarg, 1, MCLAT_ITER_MAX, &o->iterations);
+            bad = mclat_parse_long(optarg, 0, MCLAT_ITER_MAX, &o->iterations);
             break;
         case 'k':
             bad = mclat_parse_long(optarg, 1, MCLAT_KEYS_MAX, &o->keys);
@@ -139,6 +175,12 @@ static int mclat_parse_args(int argc, char **argv, struct mclat_opts *o)
         case 'T':
             bad = mclat_parse_long(optarg, 1, 86400, &o->max_seconds);
             break;
+        case 't':
+            bad = mclat_parse_long(optarg, 1, MCLAT_THREADS_MAX, &o->threads);
+            break;
+        case 'R':
+            bad = mclat_parse_long(optarg, 0, MCLAT_RATE_MAX, &o->rate);
+            break;
         case 'q':
             o->quiet = 1;
             break;
@@ -151,8 +193,12 @@ static int mclat_parse_args(int argc, char **argv, struct mclat_opts *o)
             return 2;
         }
     }
-    if (optind != argc || o->host == NULL || o->port == NULL || o->iterations < 1) {
+    if (optind != argc || o->host == NULL || o->port == NULL || o->iterations < 0) {
         mclat_usage(stderr);
+        return 2;
+    }
+    if (o->iterations > 0 && o->iterations < o->threads) {
+        fprintf(stderr, "mclat: -n %ld gives some of the %ld threads nothing to do\n", o->iterations, o->threads);
         return 2;
     }
     return 0;
@@ -402,24 +448,287 @@ static uint32_t mclat_next_random(uint32_t *state)
     return x;
 }
 
+/*
+ * What the threads of one run share; owned by main(). start_ns, deadline_ns and
+ * cpu_start are written by one thread between two barrier waits and read only
+ * after the second; setup_failed may be set by any thread at any time.
+ */
+struct mclat_run {
+    const struct mclat_opts *o;
+    const char              *value;         /* value_size bytes, read-only */
+    pthread_barrier_t        barrier;       /* all o->threads workers */
+    atomic_int               setup_failed;
+    uint64_t                 start_ns;
+    uint64_t                 deadline_ns;
+    struct rusage            cpu_start;
+};
+
+/*
+ * One thread's connection, share of the work and timings. Created and freed by
+ * main(); worker 0 runs on the main thread, the others on their own threads.
+ */
+struct mclat_worker {
+    struct mclat_run   *run;
+    long                index;
+    long                iterations;     /* this thread's share of -n; 0 = until the deadline */
+    long                warmup;         /* this thread's share of -w */
+    uint32_t            rnd;
+    struct mclat_conn   conn;
+    char               *req;            /* a set request: header + value + "\r\n" */
+    uint64_t           *samples;        /* nanoseconds per iteration, done of cap used */
+    size_t              cap;
+    long                done;
+    double              sum_us;
+    long                misses;
+    long                errors;
+    uint64_t            end_ns;
+    pthread_t           thread;
+};
+
+#define MCLAT_HEADER_CAP    (MCLAT_KEY_MAX + 64)
+
+static double mclat_cpu_us(const struct rusage *ru)
+{
+    return (double)ru->ru_utime.tv_sec * 1e6 + (double)ru->ru_utime.tv_usec
+           + (double)ru->ru_stime.tv_sec * 1e6 + (double)ru->ru_stime.tv_usec;
+}
+
+/* Intended send time of request `slot` (0, 1, 2, ... over all threads) at o->rate per second. */
+static uint64_t mclat_slot_ns(const struct mclat_run *run, uint64_t slot)
+{
+    uint64_t rate = (uint64_t)run->o->rate;
+
+    return run->start_ns + (slot / rate) * 1000000000u + (slot % rate) * 1000000000u / rate;
+}
+
+/* Sleeps until the CLOCK_MONOTONIC time `when` (absolute, so lateness does not accumulate). */
+static void mclat_sleep_until(uint64_t when)
+{
+    struct timespec ts;
+
+    ts.tv_sec = (time_t)(when / 1000000000u);
+    ts.tv_nsec = (long)(when % 1000000000u);
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+    }
+}
+
+/* Appends one timing. Returns 0, or -1 when the array cannot grow. */
+static int mclat_record(struct mclat_worker *w, uint64_t ns)
+{
+    if ((size_t)w->done == w->cap) {
+        size_t cap = w->cap * 2;
+        uint64_t *grown = realloc(w->samples, sizeof(*grown) * cap);
+        if (grown == NULL) {
+            return -1;
+        }
+        w->samples = grown;
+        w->cap = cap;
+    }
+    w->samples[w->done++] = ns;
+    w->sum_us += (double)ns / 1000.0;
+    return 0;
+}
+
+/*
+ * Waits for every worker. Returns 1 in exactly one of them (whichever the
+ * barrier picks), 0 in the others.
+ */
+static int mclat_barrier(struct mclat_run *run)
+{
+    int rc = pthread_barrier_wait(&run->barrier);
+
+    return rc == PTHREAD_BARRIER_SERIAL_THREAD;
+}
+
+/* Connects and stores this worker's keys (k with k % threads == index). Returns 0 or -1. */
+static int mclat_worker_setup(struct mclat_worker *w)
+{
+    const struct mclat_opts *o = w->run->o;
+    char key[MCLAT_KEY_MAX];
+    long k;
+
+    w->conn.fd = mclat_connect(o->host, o->port, o->quiet);
+    if (w->conn.fd < 0) {
+        return -1;
+    }
+    for (k = w->index; k < o->keys; k += o->threads) {
+        snprintf(key, sizeof(key), "mclat:%ld", k);
+        errno = 0;
+        if (mclat_set(&w->conn, key, w->req, MCLAT_HEADER_CAP, w->run->value, (size_t)o->value_size) != MCLAT_OK) {
+            fprintf(stderr, "mclat: preload of %s failed: %s\n", key,
+                    errno != 0 ? strerror(errno) : "unexpected reply");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Untimed gets over all keys. Returns 0 or -1. */
+static int mclat_worker_warmup(struct mclat_worker *w)
+{
+    const struct mclat_opts *o = w->run->o;
+    char key[MCLAT_KEY_MAX];
+    long i;
+
+    for (i = 0; i < w->warmup; i++) {
+        snprintf(key, sizeof(key), "mclat:%ld", (long)(mclat_next_random(&w->rnd) % (uint32_t)o->keys));
+        if (mclat_get(&w->conn, key, (size_t)o->value_size) != MCLAT_OK) {
+            fprintf(stderr, "mclat: warm-up get of %s failed\n", key);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The timed iterations of one worker, closed loop or paced at its share of o->rate. */
+static void mclat_worker_timed(struct mclat_worker *w)
+{
+    struct mclat_run *run = w->run;
+    const struct mclat_opts *o = run->o;
+    char key[MCLAT_KEY_MAX];
+    long i;
+
+    for (i = 0; w->iterations == 0 || i < w->iterations; i++) {
+        uint32_t r = mclat_next_random(&w->rnd);
+        int is_set = (long)(r % 100u) < o->set_percent;
+        enum mclat_result res;
+        uint64_t t0;
+        uint64_t t1;
+
+        snprintf(key, sizeof(key), "mclat:%ld", (long)((r >> 8) % (uint32_t)o->keys));
+        if (o->rate > 0) {
+            t0 = mclat_slot_ns(run, (uint64_t)i * (uint64_t)o->threads + (uint64_t)w->index);
+            if (t0 >= run->deadline_ns) {
+                break;
+            }
+            if (mclat_now_ns() < t0) {
+                mclat_sleep_until(t0);
+            }
+        } else {
+            t0 = mclat_now_ns();
+        }
+        errno = 0;
+        if (is_set) {
+            res = mclat_set(&w->conn, key, w->req, MCLAT_HEADER_CAP, run->value, (size_t)o->value_size);
+        } else {
+            res = mclat_get(&w->conn, key, (size_t)o->value_size);
+        }
+        t1 = mclat_now_ns();
+        if (mclat_record(w, t1 - t0) != 0) {
+            fprintf(stderr, "mclat: out of memory for timings after %ld iterations\n", w->done);
+            w->errors++;
+            break;
+        }
+        if (res == MCLAT_MISS) {
+            w->misses++;
+        } else if (res != MCLAT_OK) {
+            w->errors++;
+            if (!o->quiet) {
+                fprintf(stderr, "mclat: %s %s: %s\n", is_set ? "set" : "get", key,
+                        res == MCLAT_IOERR ? strerror(errno) : "unexpected reply");
+            }
+            break;  /* the stream position is unknown after a bad reply */
+        }
+        if (t1 > run->deadline_ns) {
+            break;
+        }
+    }
+    w->end_ns = mclat_now_ns();
+}
+
+/*
+ * One worker from connect to the end of its timed loop. Every worker passes
+ * the same three barriers whatever fails, so that none waits for ever: keys
+ * stored | warmed up | start time taken.
+ */
+static void *mclat_worker_main(void *arg)
+{
+    struct mclat_worker *w = arg;
+    struct mclat_run *run = w->run;
+
+    if (run->o->rate > 0) {
+        /* Wake at the intended send time, not up to 50 us after it (the default slack). */
+        (void)prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
+    }
+    if (mclat_worker_setup(w) != 0) {
+        atomic_store(&run->setup_failed, 1);
+    }
+    mclat_barrier(run);
+    if (atomic_load(&run->setup_failed) == 0 && mclat_worker_warmup(w) != 0) {
+        atomic_store(&run->setup_failed, 1);
+    }
+    if (mclat_barrier(run)) {
+        getrusage(RUSAGE_SELF, &run->cpu_start);
+        run->start_ns = mclat_now_ns();
+        run->deadline_ns = run->start_ns + (uint64_t)run->o->max_seconds * 1000000000u;
+    }
+    mclat_barrier(run);
+    if (atomic_load(&run->setup_failed) == 0) {
+        mclat_worker_timed(w);
+    }
+    return NULL;
+}
+
+/* Allocates a worker's buffers. Returns 0, or -1 (what was allocated is freed by the caller). */
+static int mclat_worker_init(struct mclat_worker *w, struct mclat_run *run, long index)
+{
+    const struct mclat_opts *o = run->o;
+    long n = o->threads;
+
+    memset(w, 0, sizeof(*w));
+    w->run = run;
+    w->index = index;
+    w->conn.fd = -1;
+    /* Split -n and -w: the first (total % n) workers take one more. */
+    w->iterations = o->iterations / n + (index < o->iterations % n ? 1 : 0);
+    w->warmup = o->warmup / n + (index < o->warmup % n ? 1 : 0);
+    /* Worker 0 keeps mclat's historical sequence; the others get distinct non-zero seeds. */
+    w->rnd = 2463534242u ^ ((uint32_t)index * 0x9e3779b9u);
+    if (w->rnd == 0) {
+        w->rnd = 1;
+    }
+    if (w->iterations > 0) {
+        w->cap = (size_t)w->iterations;
+    } else if (o->rate > 0) {
+        w->cap = (size_t)(o->rate / n + 1) * (size_t)o->max_seconds + 16;
+    } else {
+        w->cap = MCLAT_SAMPLES_INIT;
+    }
+    w->conn.cap = (size_t)o->value_size + MCLAT_LINE_MAX * 4;
+    w->conn.buf = malloc(w->conn.cap);
+    w->req = malloc(MCLAT_HEADER_CAP + (size_t)o->value_size + 2);
+    w->samples = malloc(sizeof(*w->samples) * w->cap);
+    return w->conn.buf != NULL && w->req != NULL && w->samples != NULL ? 0 : -1;
+}
+
+static void mclat_worker_free(struct mclat_worker *w)
+{
+    if (w->conn.fd >= 0) {
+        close(w->conn.fd);
+    }
+    free(w->samples);
+    free(w->req);
+    free(w->conn.buf);
+}
+
 int main(int argc, char **argv)
 {
     struct mclat_opts o;
-    struct mclat_conn conn;
+    struct mclat_run run;
+    struct mclat_worker *workers = NULL;
+    struct rusage cpu_end;
     char *value = NULL;
-    char *req = NULL;
     uint64_t *samples = NULL;
-    size_t header_cap = MCLAT_KEY_MAX + 64;
-    char key[MCLAT_KEY_MAX];
-    uint32_t rnd = 2463534242u;
+    long nworkers = 0;
     long i;
     long done = 0;
     long misses = 0;
     long errors = 0;
-    uint64_t start_ns;
-    uint64_t deadline_ns;
+    uint64_t end_ns = 0;
     uint64_t total_ns;
     double sum_us = 0.0;
+    double cpu_us;
+    int barrier_made = 0;
     int rc;
     int status = 1;
 
@@ -432,83 +741,78 @@ int main(int argc, char **argv)
         return rc;
     }
 
-    conn.fd = -1;
-    conn.cap = (size_t)o.value_size + MCLAT_LINE_MAX * 4;
-    conn.start = 0;
-    conn.end = 0;
-    conn.buf = malloc(conn.cap);
+    memset(&run, 0, sizeof(run));
+    run.o = &o;
+    atomic_init(&run.setup_failed, 0);
     value = malloc((size_t)o.value_size + 1);
-    req = malloc(header_cap + (size_t)o.value_size + 2);
-    samples = malloc(sizeof(*samples) * (size_t)o.iterations);
-    if (conn.buf == NULL || value == NULL || req == NULL || samples == NULL) {
+    workers = calloc((size_t)o.threads, sizeof(*workers));
+    if (value == NULL || workers == NULL) {
         fprintf(stderr, "mclat: out of memory\n");
         goto out;
     }
     for (i = 0; i < o.value_size; i++) {
         value[i] = (char)('a' + i % 26);
     }
+    run.value = value;
+    for (nworkers = 0; nworkers < o.threads; nworkers++) {
+        if (mclat_worker_init(&workers[nworkers], &run, nworkers) != 0) {
+            nworkers++;
+            fprintf(stderr, "mclat: out of memory\n");
+            goto out;
+        }
+    }
+    if (pthread_barrier_init(&run.barrier, NULL, (unsigned)o.threads) != 0) {
+        fprintf(stderr, "mclat: pthread_barrier_init failed\n");
+        goto out;
+    }
+    barrier_made = 1;
 
-    conn.fd = mclat_connect(o.host, o.port, o.quiet);
-    if (conn.fd < 0) {
+    for (i = 1; i < o.threads; i++) {
+        rc = pthread_create(&workers[i].thread, NULL, mclat_worker_main, &workers[i]);
+        if (rc != 0) {
+            /* The workers already started wait at a barrier sized for all: no way back. */
+            fprintf(stderr, "mclat: pthread_create: %s\n", strerror(rc));
+            exit(1);
+        }
+    }
+    mclat_worker_main(&workers[0]);
+    for (i = 1; i < o.threads; i++) {
+        pthread_join(workers[i].thread, NULL);
+    }
+    getrusage(RUSAGE_SELF, &cpu_end);
+    if (atomic_load(&run.setup_failed) != 0) {
         goto out;
     }
 
-    /* Preload every key so that timed gets hit. */
-    for (i = 0; i < o.keys; i++) {
-        snprintf(key, sizeof(key), "mclat:%ld", i);
-        errno = 0;
-        if (mclat_set(&conn, key, req, header_cap, value, (size_t)o.value_size) != MCLAT_OK) {
-            fprintf(stderr, "mclat: preload of %s failed: %s\n", key,
-                    errno != 0 ? strerror(errno) : "unexpected reply");
-            goto out;
+    for (i = 0; i < o.threads; i++) {
+        done += workers[i].done;
+        misses += workers[i].misses;
+        errors += workers[i].errors;
+        sum_us += workers[i].sum_us;
+        if (workers[i].end_ns > end_ns) {
+            end_ns = workers[i].end_ns;
         }
     }
-    for (i = 0; i < o.warmup; i++) {
-        snprintf(key, sizeof(key), "mclat:%ld", (long)(mclat_next_random(&rnd) % (uint32_t)o.keys));
-        if (mclat_get(&conn, key, (size_t)o.value_size) != MCLAT_OK) {
-            fprintf(stderr, "mclat: warm-up get of %s failed\n", key);
-            goto out;
-        }
+    if (done == 0) {
+        fprintf(stderr, "mclat: no timed iteration ran\n");
+        goto out;
     }
-
-    start_ns = mclat_now_ns();
-    deadline_ns = start_ns + (uint64_t)o.max_seconds * 1000000000u;
-    for (i = 0; i < o.iterations; i++) {
-        uint32_t r = mclat_next_random(&rnd);
-        int is_set = (long)(r % 100u) < o.set_percent;
-        enum mclat_result res;
-        uint64_t t0;
-        uint64_t t1;
-
-        snprintf(key, sizeof(key), "mclat:%ld", (long)((r >> 8) % (uint32_t)o.keys));
-        errno = 0;
-        t0 = mclat_now_ns();
-        if (is_set) {
-            res = mclat_set(&conn, key, req, header_cap, value, (size_t)o.value_size);
-        } else {
-            res = mclat_get(&conn, key, (size_t)o.value_size);
-        }
-        t1 = mclat_now_ns();
-        samples[done++] = t1 - t0;
-        sum_us += (double)(t1 - t0) / 1000.0;
-        if (res == MCLAT_MISS) {
-            misses++;
-        } else if (res != MCLAT_OK) {
-            errors++;
-            if (!o.quiet) {
-                fprintf(stderr, "mclat: %s %s: %s\n", is_set ? "set" : "get", key,
-                        res == MCLAT_IOERR ? strerror(errno) : "unexpected reply");
-            }
-            break;  /* the stream position is unknown after a bad reply */
-        }
-        if ((done & 1023) == 0 && t1 > deadline_ns) {
-            break;
-        }
+    samples = malloc(sizeof(*samples) * (size_t)done);
+    if (samples == NULL) {
+        fprintf(stderr, "mclat: out of memory\n");
+        goto out;
     }
-    total_ns = mclat_now_ns() - start_ns;
+    done = 0;
+    for (i = 0; i < o.threads; i++) {
+        memcpy(samples + done, workers[i].samples, sizeof(*samples) * (size_t)workers[i].done);
+        done += workers[i].done;
+    }
+    total_ns = end_ns - run.start_ns;
+    cpu_us = mclat_cpu_us(&cpu_end) - mclat_cpu_us(&run.cpu_start);
 
     qsort(samples, (size_t)done, sizeof(*samples), mclat_cmp_u64);
-    printf("mclat n=%ld p50_us=%.1f p90_us=%.1f p99_us=%.1f max_us=%.1f mean_us=%.1f ops_s=%.0f misses=%ld errors=%ld\n",
+    printf("mclat n=%ld p50_us=%.1f p90_us=%.1f p99_us=%.1f max_us=%.1f mean_us=%.1f ops_s=%.0f misses=%ld errors=%ld"
+           " threads=%ld rate=%ld cpu_us_per_op=%.2f\n",
            done,
            mclat_percentile_us(samples, (size_t)done, 0.50),
            mclat_percentile_us(samples, (size_t)done, 0.90),
@@ -516,17 +820,19 @@ int main(int argc, char **argv)
            (double)samples[done - 1] / 1000.0,
            sum_us / (double)done,
            total_ns > 0 ? (double)done * 1e9 / (double)total_ns : 0.0,
-           misses, errors);
+           misses, errors, o.threads, o.rate, cpu_us / (double)done);
     fflush(stdout);
     status = errors > 0 ? 1 : 0;
 
 out:
-    if (conn.fd >= 0) {
-        close(conn.fd);
+    if (barrier_made) {
+        pthread_barrier_destroy(&run.barrier);
+    }
+    for (i = 0; i < nworkers; i++) {
+        mclat_worker_free(&workers[i]);
     }
     free(samples);
-    free(req);
+    free(workers);
     free(value);
-    free(conn.buf);
     return status;
 }
