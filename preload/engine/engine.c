@@ -63,6 +63,8 @@ struct engine_box {
     ino_t    wake_wr_ino;
     dev_t    wake_dev;
     _Atomic bool dead;          /* retired: takes no connection, its thread leaves */
+    _Atomic bool exit_wanted;   /* the process is exiting: publish what the host should see */
+    _Atomic bool exit_done;     /* the engine thread did (engine_at_exit waits for it, briefly) */
     bool     machine_ready;     /* mcs_machine_init succeeded (engine_destroy frees it) */
     uint64_t next_check_ms;     /* engine thread: when to prove the epoll set next */
 };
@@ -415,6 +417,10 @@ engine_main(void *arg)
         mcs_engine_settle(e);
         mcs_machine_tick(&e->m);
         mcs_share_tick(e);
+        if (atomic_load(&b->exit_wanted) && !atomic_load(&b->exit_done)) {
+            mcs_share_exit(e);
+            atomic_store(&b->exit_done, true);
+        }
         mcs_engine_settle(e);
         flush_dirty(e);
     }
@@ -682,4 +688,35 @@ mcs_engine_atfork_child(void)
     start_lock = fresh;
     mcs_fdtab_foreach(close_internal, NULL);
     atomic_store(&current, NULL);
+}
+
+/* At exit (exit() or a return from main; not _exit), the engine thread is asked
+ * to publish this process's last counters to the host-wide segment and give its
+ * process slot back (share.c mcs_share_exit), so that a process that lived less
+ * than a second still shows in `mcshim stats` and leaves no slot behind. The
+ * exiting thread waits for it at most MCS_EXIT_WAIT_MS; it takes no lock and
+ * keeps errno. Nothing happens in a process without a running engine (a forked
+ * child that never connected, or an engine already retired). */
+#define MCS_EXIT_WAIT_MS 50
+
+__attribute__((destructor)) static void
+engine_at_exit(void)
+{
+    struct engine_box *b = atomic_load(&current);
+    if (b == NULL || atomic_load(&b->dead) || !mcs_share_active()) {
+        return;   /* (after fork, current is NULL until the child's own engine starts) */
+    }
+    int saved = errno;
+    atomic_store(&b->exit_wanted, true);
+    if (is_file(b->wake_wr, b->wake_wr_ino, b->wake_dev)) {
+        ssize_t w;
+        do {
+            w = send(b->wake_wr, "", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+        } while (w < 0 && errno == EINTR);
+    }
+    struct timespec tick = { 0, 1000000 };
+    for (int i = 0; i < MCS_EXIT_WAIT_MS && !atomic_load(&b->exit_done) && !atomic_load(&b->dead); i++) {
+        nanosleep(&tick, NULL);
+    }
+    errno = saved;
 }

@@ -95,6 +95,7 @@ struct mcs_engine {
     uint64_t share_next_ms;     /* next heartbeat to the host-wide segment */
     uint64_t share_reclaim_ms;  /* next sweep of dead processes' slots */
     uint32_t share_slot;        /* this process's slot in it */
+    bool     share_exited;      /* the process is exiting: its slot was given back (mcs_share_exit) */
     uint32_t spin_score;        /* how often polling caught a reply, 0..1024 */
     uint32_t spin_skips;
 };
@@ -125,6 +126,9 @@ void mcs_client_ready(struct mcs_engine *e, struct mcs_client *c);
 /* share.c: the host-wide state segment, for this process */
 void mcs_share_attach(struct mcs_engine *e);
 void mcs_share_tick(struct mcs_engine *e);
+void mcs_share_exit(struct mcs_engine *e);
+/* Some engine of this process shares the host-wide segment (any thread). */
+bool mcs_share_active(void);
 
 /* backend.c */
 void mcs_backend_send(struct mcs_engine *e, struct mcs_sub *sub, enum mcs_proto proto, uint64_t conn, const char *a,

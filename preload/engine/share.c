@@ -14,6 +14,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -29,6 +30,7 @@ static pthread_mutex_t share_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct mcs_shared share;     /* the mapping, for the process's life */
 static bool share_tried;            /* a mapping was attempted (once per process image) */
 static bool share_given_up;         /* it stopped being usable: never again in this process */
+static _Atomic bool share_active;   /* an engine of this process holds a slot (read at exit) */
 
 /* The mapped segment, mapping it on first use; NULL when off or unusable. */
 static struct mcs_seg *
@@ -91,6 +93,7 @@ mcs_share_attach(struct mcs_engine *e)
     errno = saved;
     uint32_t pid = (uint32_t)e->m.pid;
     e->share_slot = proc_attach(seg, e->m.pid, comm, e->m.now_ms);
+    atomic_store(&share_active, true);
     mcs_router_share(&e->m.router, seg, pid);
     e->share_next_ms = e->m.now_ms + MCS_SHARE_TICK_MS;
     e->share_reclaim_ms = e->m.now_ms;   /* sweep at the first tick */
@@ -130,6 +133,7 @@ give_up(struct mcs_engine *e, const char *why)
         mcs_seg_set_broken(e->m.router.seg);   /* the next process to start rebuilds it */
     }
     mcs_router_unshare(&e->m.router);
+    atomic_store(&share_active, false);
     pthread_mutex_lock(&share_lock);
     share_given_up = true;
     pthread_mutex_unlock(&share_lock);
@@ -139,7 +143,7 @@ void
 mcs_share_tick(struct mcs_engine *e)
 {
     struct mcs_seg *seg = e->m.router.seg;
-    if (seg == NULL) {
+    if (seg == NULL || e->share_exited) {
         return;
     }
     if (e->m.router.seg_corrupt) {
@@ -173,4 +177,26 @@ mcs_share_tick(struct mcs_engine *e)
         e->share_reclaim_ms = e->m.now_ms + MCS_SHARE_RECLAIM_MS;
         reclaim(seg);
     }
+}
+
+/* The process is exiting: its counters so far go to the segment now (they
+ * would be lost with the next tick), and its slot is given back (not left for
+ * the others to reclaim). The slot is not taken again. */
+void
+mcs_share_exit(struct mcs_engine *e)
+{
+    struct mcs_seg *seg = e->m.router.seg;
+    if (seg == NULL || e->share_exited || e->m.router.seg_corrupt) {
+        return;
+    }
+    e->share_exited = true;
+    mcs_router_publish(&e->m.router);
+    mcs_seg_proc_detach(seg, e->share_slot, (uint32_t)e->m.pid);
+    e->share_slot = MCS_SEG_NONE;
+}
+
+bool
+mcs_share_active(void)
+{
+    return atomic_load(&share_active);
 }

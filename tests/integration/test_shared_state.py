@@ -12,7 +12,8 @@ C client tests/tools/mclat.c for the kill -9 loop), one segment file per test.
   when the server comes back; new processes read no stale value and no deleted key
   (and the same scenario without sharing does read stale values: the test can fail);
 - kill -9 of processes in a loop while others use the segment: it stays usable,
-  `mcshim stats` lists live processes only, no process hangs;
+  `mcshim stats` lists live processes only, no process hangs; a process that lives
+  less than a second is counted, and gives its slot back at exit;
 - random bytes written over the segment while processes run: no crash, no wrong
   answer; the next process rebuilds it;
 - a segment with the wrong mode, owner or a symlink is refused (one line) and the
@@ -218,6 +219,23 @@ class SharedStateTest(unittest.TestCase):
         listed = sorted(p["pid"] for p in self.stats()["processes"])
         self.assertEqual(listed, sorted(w.proc.pid for w in workers))
         self.assertEqual(sum(p["requests"] for p in self.stats()["processes"]), 180)
+
+    def test_a_process_shorter_than_a_second_is_counted_and_leaves_no_slot(self):
+        """A process that exits (normally) before its first heartbeat: its requests are in
+        the host's counters as soon as it is gone, and its slot is given back at exit
+        rather than left for the others to reclaim."""
+        w = self.worker()
+        for i in range(20):
+            self.assertTrue(w.cmd("set short-%d v" % i)["ok"])
+        w.stop()   # stdin closed: the worker returns from main, well within a second
+        self.assertEqual(w.proc.returncode, 0)
+        st = self.stats()
+        self.assertEqual(st["processes"], [], "the exited process gave its slot back")
+        primaries = sum(s["counters"]["requests"] for s in st["servers"] if s["server"] != self.backup.nodes[0].addr)
+        backup = [s["counters"]["requests"] for s in st["servers"] if s["server"] == self.backup.nodes[0].addr]
+        # 20 sets on their primaries (+1 identifying stats per server contacted), 20 copies on the backup
+        self.assertGreaterEqual(primaries, 20)
+        self.assertEqual(backup, [20 + 1])
 
     # ---- recycled writers ----
 
