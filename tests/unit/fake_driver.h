@@ -803,7 +803,9 @@ fd_put(char *out, size_t len, size_t cap, const char *p, size_t n)
     return len + n;
 }
 
-/* What server s's memcached answers to the text request x. Returns the length in out. */
+/* What server s's memcached answers to the text request x (get gets gat gats,
+ * set add replace, delete touch, incr decr, ms md mg, stats, flush_all).
+ * Returns the length in out. */
 static size_t
 fd_memcached(struct fake *f, uint32_t s, const struct fd_send *x, char *out, size_t cap)
 {
@@ -857,6 +859,52 @@ fd_memcached(struct fake *f, uint32_t s, const struct fd_send *x, char *out, siz
             return fd_put(out, 0, cap, "DELETED\r\n", 9);
         }
         return fd_put(out, 0, cap, "TOUCHED\r\n", 9);
+    }
+    if (fd_tok_is(tok[0], tl[0], "incr") || fd_tok_is(tok[0], tl[0], "decr")) {
+        assert_true(nt >= 3);
+        struct fd_item *it = fd_item_find(f, s, tok[1], tl[1]);
+        if (it == NULL) {
+            return fd_put(out, 0, cap, "NOT_FOUND\r\n", 11);
+        }
+        char num[FD_VALUE_MAX + 1];
+        memcpy(num, it->value, it->vlen);
+        num[it->vlen] = '\0';
+        char *end;
+        unsigned long long v = strtoull(num, &end, 10);
+        if (it->vlen == 0 || *end != '\0') {
+            static const char e[] = "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n";
+            return fd_put(out, 0, cap, e, sizeof(e) - 1);
+        }
+        unsigned long long d = strtoull(tok[2], NULL, 10);
+        v = tok[0][0] == 'i' ? v + d : (d > v ? 0 : v - d);
+        int m = snprintf(it->value, sizeof(it->value), "%llu", v);
+        it->vlen = (size_t)m;
+        it->cas = ++f->next_cas;
+        n = fd_put(out, 0, cap, it->value, it->vlen);
+        return fd_put(out, n, cap, "\r\n", 2);
+    }
+    if (fd_tok_is(tok[0], tl[0], "ms")) {   /* ms <key> <datalen> [F<flags>] [T<ttl>]: flags q never reach a server */
+        assert_true(nt >= 3);
+        uint32_t flags = 0;
+        int64_t ttl = -1;
+        for (size_t k = 3; k < nt; k++) {
+            if (tok[k][0] == 'F') {
+                flags = (uint32_t)strtoul(tok[k] + 1, NULL, 10);
+            } else if (tok[k][0] == 'T') {
+                long t = strtol(tok[k] + 1, NULL, 10);
+                ttl = t == 0 ? -1 : t;
+            }
+        }
+        fd_item_put(f, s, tok[1], tl[1], flags, ttl, data, (size_t)strtoul(tok[2], NULL, 10));
+        return fd_put(out, 0, cap, "HD\r\n", 4);
+    }
+    if (fd_tok_is(tok[0], tl[0], "md")) {
+        struct fd_item *it = fd_item_find(f, s, tok[1], tl[1]);
+        if (it == NULL) {
+            return fd_put(out, 0, cap, "NF\r\n", 4);
+        }
+        it->used = false;
+        return fd_put(out, 0, cap, "HD\r\n", 4);
     }
     if (fd_tok_is(tok[0], tl[0], "mg")) {
         struct fd_item *it = fd_item_find(f, s, tok[1], tl[1]);

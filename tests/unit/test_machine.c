@@ -21,8 +21,12 @@
  *                  flush_all (log overflow, MCSHIM_REJOIN=flush)
  *   timeout        one timeout marks a server down; every request waiting on
  *                  it fails over at once
- *   allocation     failover, multi-get and warm-up with each allocation failing
- *                  in turn: a complete reply or a clean error, nothing leaked
+ *   allocation     failover, multi-get, warm-up, sync copies, rejoin (replayed
+ *                  deletes, flush on overflow), binary and meta quiet pipelines
+ *                  with failover, gat/gats touches, sessions closed while owed
+ *                  replies, with each allocation failing in turn: a complete
+ *                  reply or a clean error, never a rejoined server holding what
+ *                  it missed, nothing leaked
  */
 #include <inttypes.h>
 #include <stdbool.h>
@@ -1633,11 +1637,17 @@ check_clean(struct fake *f, struct fd_client *c, const struct want *w, size_t nw
     size_t pos = 0, i = 0;
     bool boundary = true;
     while (pos < n) {
-        size_t oom = oom_len(p + pos, n - pos, binary, w, i, nw);
+        /* the out-of-memory answer to the next request, or to a later one when
+         * those before it answer nothing (optional: quiet, or text misses) */
+        size_t oom = 0, j = i;
+        while (j < nw && (oom = oom_len(p + pos, n - pos, binary, w, j, nw)) == 0 && w[j].optional) {
+            j++;
+        }
         if (oom > 0) {
             if (!c->s.closing) {
                 fail_msg("out-of-memory answer on a session that stays open: \"%s\"", show(p, n));
             }
+            i = j;
             while (i < nw && !w[i].last) {
                 i++;   /* the rest of this reply is replaced */
             }
@@ -1688,9 +1698,10 @@ check_clean(struct fake *f, struct fd_client *c, const struct want *w, size_t nw
  * mcs_machine_init failing, until a run makes no allocation fail; then once
  * more with none failing, where every answer must be exact. Each run ends torn
  * down (sessions closed, waiting subs failed, machine freed: the sanitizer run
- * catches a leak or a use after free). Returns the number of runs. */
+ * catches a leak or a use after free). Returns the number of runs
+ * (MACHINE_SWEEPS=1 prints it, with the scenario's name). */
 static uint64_t
-sweep(void (*scenario)(struct fake *f, bool exact), const struct fd_opts *o)
+sweep_run(void (*scenario)(struct fake *f, bool exact), const char *name, const struct fd_opts *o)
 {
     uint64_t n;
     for (n = 1; n < SWEEP_MAX; n++) {
@@ -1710,8 +1721,8 @@ sweep(void (*scenario)(struct fake *f, bool exact), const struct fd_opts *o)
         }
     }
     assert_true(n < SWEEP_MAX);
-    if (getenv("MACHINE_VERBOSE") != NULL) {
-        fprintf(stderr, "  sweep: %" PRIu64 " runs\n", n);
+    if (getenv("MACHINE_VERBOSE") != NULL || getenv("MACHINE_SWEEPS") != NULL) {
+        fprintf(stderr, "  sweep %s: %" PRIu64 " runs\n", name, n);
     }
     /* and once more without failures: the exact answers */
     struct fake *f = malloc(sizeof(*f));
@@ -1722,6 +1733,8 @@ sweep(void (*scenario)(struct fake *f, bool exact), const struct fd_opts *o)
     free(f);
     return n;
 }
+
+#define sweep(scenario, ...) sweep_run((scenario), #scenario, __VA_ARGS__)
 
 /* Scenario 1 with the servers played by fd_serve: a set and a get pipelined,
  * the primary's connection fails, both move to the copy; then a get while the
@@ -1879,6 +1892,407 @@ test_alloc_sweep_warmup(void **state)
     assert_true(sweep(sweep_warmup, &warming_opts) > 10);
 }
 
+/* A binary piece of an expected answer: want (or alt, another acceptable form)
+ * answering the request with opaque. */
+static void
+want_pkt(struct want *w, const struct pkt *want, const struct pkt *alt, uint32_t opaque, bool optional)
+{
+    memset(w, 0, sizeof(*w));
+    if (want != NULL) {
+        assert_true(want->n <= sizeof(w->text));
+        memcpy(w->text, want->b, want->n);
+        w->len = want->n;
+    }
+    if (alt != NULL) {
+        assert_true(alt->n <= sizeof(w->alt));
+        memcpy(w->alt, alt->b, alt->n);
+        w->alt_len = alt->n;
+    }
+    w->optional = optional;
+    w->last = true;
+    w->opaque = opaque;
+}
+
+/* How many sends to server s (checked or not) were exactly the template ('$' = key). */
+static size_t
+sent_count(struct fake *f, uint32_t s, const char *tmpl, const char *key)
+{
+    char b[1024];
+    size_t n = 0;
+    expand(b, sizeof(b), tmpl, key);
+    for (size_t i = 0; i < f->nsends; i++) {
+        n += f->sends[i]->server == s && fd_bytes_equal(f->sends[i]->bytes, f->sends[i]->len, b, strlen(b));
+    }
+    return n;
+}
+
+static bool
+was_sent(struct fake *f, uint32_t s, const char *tmpl, const char *key)
+{
+    return sent_count(f, s, tmpl, key) > 0;
+}
+
+/* Scenario 4, sync: three servers, every key on all three (replicas 3); a set,
+ * an incr (one copy holds another number: its result differs from the
+ * primary's, so it is deleted) and a delete pipelined; each answer waits for
+ * both copies. */
+static const struct fd_opts sync_opts = { .nprimaries = 3, .replicas = 3, .write = MCS_WRITE_SYNC };
+
+static void
+sweep_sync_copies(struct fake *f, bool exact)
+{
+    char k[32], n[32], d[32];
+    fd_key(f, "k", (const uint32_t[]){ 0, 1, 2 }, 3, k, sizeof(k));
+    fd_key(f, "n", (const uint32_t[]){ 1, 2, 0 }, 3, n, sizeof(n));
+    fd_key(f, "d", (const uint32_t[]){ 2, 0, 1 }, 3, d, sizeof(d));
+    for (uint32_t s = 0; s < 3; s++) {
+        fd_item_put(f, s, n, strlen(n), 0, -1, s == 0 ? "20" : "10", 2);   /* server 0: the copy that differs */
+        fd_item_put(f, s, d, strlen(d), 0, -1, "x", 1);
+    }
+    struct fd_client *c = fd_client_new(f);
+    char line[256];
+    snprintf(line, sizeof(line), "set %s 0 0 1\r\nv\r\nincr %s 5\r\ndelete %s\r\n", k, n, d);
+    fd_client_send(f, c, line, strlen(line));
+    if (exact) {
+        out_none(f, c);   /* nothing before the copies answered */
+        fd_serve(f, 0);   /* the set's primary */
+        fd_serve(f, 1);   /* the incr's primary */
+        fd_serve(f, 2);   /* the delete's primary */
+        out_none(f, c);
+    }
+    fd_drain(f);
+    struct want w[3];
+    want_text(&w[0], "STORED\r\n", k, false, true);
+    want_text(&w[1], "15\r\n", k, false, true);
+    want_text(&w[2], "DELETED\r\n", k, false, true);
+    check_clean(f, c, w, 3, false, exact);
+    if (exact) {
+        for (uint32_t s = 0; s < 3; s++) {
+            struct fd_item *it = fd_item_find(f, s, k, strlen(k));
+            assert_non_null(it);
+            assert_null(fd_item_find(f, s, d, strlen(d)));
+            it = fd_item_find(f, s, n, strlen(n));
+            if (s == 0) {
+                assert_null(it);   /* its 25 was not the primary's 15: deleted */
+            } else {
+                assert_non_null(it);
+                fd_assert_bytes("counter", it->value, it->vlen, "15", 2);
+            }
+        }
+        assert_true(was_sent(f, 0, "incr $ 5\r\n", n));
+        assert_true(was_sent(f, 0, "delete $\r\n", n));
+        assert_int_equal(missed_count(f, 0) + missed_count(f, 1) + missed_count(f, 2), 0);
+    }
+}
+
+static void
+test_alloc_sweep_sync_copies(void **state)
+{
+    (void)state;
+    assert_true(sweep(sweep_sync_copies, &sync_opts) > 10);
+}
+
+/* Scenario 6: server 0 is cut while keys it holds are written on their copy
+ * (server 1), then its probe answers with the same instance: it rejoins after
+ * the deletes of what it missed (or a flush_all when the log overflowed). With
+ * an allocation failing anywhere, the server may end down (to be flushed, or
+ * replayed, at its next probe), but never usable while it holds a value its
+ * copy no longer has: after each probe, if server 0 is usable, each key it
+ * holds is what server 1 holds. More probes (with no allocation failing, at
+ * most one more being needed) must bring it back. */
+static const char *const rejoin_prefix[4] = { "a", "b", "c", "e" };
+
+static void
+rejoin_check(struct fake *f, char keys[][32], size_t nkeys)
+{
+    if (health(f, 0) == MCS_HEALTH_DOWN) {
+        return;   /* probed again later */
+    }
+    if (health(f, 0) != MCS_HEALTH_UP) {
+        fail_msg("server 0 is %d with nothing in flight (want up or down)", (int)health(f, 0));
+    }
+    for (size_t i = 0; i < nkeys; i++) {
+        struct fd_item *old = fd_item_find(f, 0, keys[i], strlen(keys[i]));
+        struct fd_item *now = fd_item_find(f, 1, keys[i], strlen(keys[i]));
+        if (old != NULL && (now == NULL || !fd_bytes_equal(old->value, old->vlen, now->value, now->vlen))) {
+            fail_msg("server 0 is usable with %s = \"%s\" that it missed (its copy has %s)", keys[i],
+                     show(old->value, old->vlen), now != NULL ? "another value" : "no value");
+        }
+    }
+}
+
+static void
+sweep_rejoin_run(struct fake *f, bool exact, bool overflow)
+{
+    char keys[5][32];
+    const uint32_t fwd[2] = { 0, 1 }, back[2] = { 1, 0 };
+    for (size_t i = 0; i < 4; i++) {
+        fd_key(f, rejoin_prefix[i], i == 3 ? back : fwd, 2, keys[i], sizeof(keys[i]));
+        fd_item_put(f, 0, keys[i], strlen(keys[i]), 0, -1, "old", 3);
+        fd_item_put(f, 1, keys[i], strlen(keys[i]), 0, -1, "old", 3);
+    }
+    fd_key(f, "w", fwd, 2, keys[4], sizeof(keys[4]));   /* written while it rejoins */
+    fd_item_put(f, 0, keys[4], strlen(keys[4]), 0, -1, "old", 3);
+    fd_item_put(f, 1, keys[4], strlen(keys[4]), 0, -1, "old", 3);
+    mcs_machine_connected(&f->m, 0, 0);   /* identified */
+    fd_settle(f);
+    fd_drain(f);
+    fd_fail_server(f, 0, MCS_FAILURE_RESET);
+
+    /* cut: a (primary 0) set, b deleted, c set, e (copy 0) set; all on server 1 */
+    struct fd_client *c = fd_client_new(f);
+    char line[512];
+    snprintf(line, sizeof(line), "set %s 0 0 3\r\nnew\r\ndelete %s\r\nset %s 0 0 3\r\nnew\r\nset %s 0 0 3\r\nnew\r\n",
+             keys[0], keys[1], keys[2], keys[3]);
+    fd_client_send(f, c, line, strlen(line));
+    fd_drain(f);
+    struct want w[4];
+    want_text(&w[0], "STORED\r\n", "", false, true);
+    want_text(&w[1], "DELETED\r\n", "", false, true);
+    want_text(&w[2], "STORED\r\n", "", false, true);
+    want_text(&w[3], "STORED\r\n", "", false, true);
+    check_clean(f, c, w, 4, false, exact);
+    if (exact) {
+        assert_int_equal(missed_count(f, 0), overflow ? 0 : 4);
+        assert_int_equal(mcs_keylog_overflowed(&f->m.router.servers[0].missed), overflow);
+    }
+
+    /* the probe: same instance; a write arrives while its deletes are in flight */
+    fd_advance(f, f->cfg.retry_ms);
+    fd_serve(f, 0);   /* stats */
+    if (exact) {
+        assert_int_equal(health(f, 0), MCS_HEALTH_REJOINING);
+    }
+    struct fd_client *c2 = fd_client_new(f);
+    send_k(f, c2, "set $ 0 0 3\r\nnew\r\n", keys[4]);
+    fd_drain(f);
+    want_text(&w[0], "STORED\r\n", "", false, true);
+    check_clean(f, c2, w, 1, false, exact);
+    rejoin_check(f, keys, 5);
+    if (exact) {
+        struct mcs_server *srv = &f->m.router.servers[0];
+        assert_int_equal(health(f, 0), MCS_HEALTH_UP);
+        assert_int_equal(srv->stats.rejoins, 1);
+        if (overflow) {
+            assert_int_equal(srv->stats.rejoin_flushes, 1);
+            assert_true(was_sent(f, 0, "flush_all\r\n", ""));
+        } else {
+            assert_int_equal(srv->stats.invalidations_replayed, 5);
+            assert_int_equal(srv->stats.rejoin_flushes, 0);
+        }
+        assert_null(fd_item_find(f, 0, keys[0], strlen(keys[0])));
+        return;
+    }
+    for (int round = 0; round < 3 && health(f, 0) != MCS_HEALTH_UP; round++) {
+        fd_advance(f, f->cfg.retry_ms);
+        fd_drain(f);
+        rejoin_check(f, keys, 5);
+    }
+    assert_int_equal(health(f, 0), MCS_HEALTH_UP);
+}
+
+static void
+sweep_rejoin(struct fake *f, bool exact)
+{
+    sweep_rejoin_run(f, exact, false);
+}
+
+static void
+sweep_rejoin_overflow(struct fake *f, bool exact)
+{
+    sweep_rejoin_run(f, exact, true);
+}
+
+static void
+test_alloc_sweep_rejoin(void **state)
+{
+    (void)state;
+    assert_true(sweep(sweep_rejoin, &(struct fd_opts){ .nprimaries = 2, .replicas = 2 }) > 10);
+    assert_true(sweep(sweep_rejoin_overflow,
+                      &(struct fd_opts){ .nprimaries = 2, .replicas = 2, .rejoin_log = 3 }) > 10);
+}
+
+/* Scenario 2's quiet pipeline: setq a, getq b (a miss), getq a, noop over two
+ * servers; a's primary fails before answering: its requests move to the copy,
+ * the application reads only a's hit and the noop. Then the same with the
+ * primary down (fast fail). */
+static void
+sweep_binary_quiet(struct fake *f, bool exact)
+{
+    char ka[32], kb[32];
+    fd_key(f, "a", (const uint32_t[]){ 0, 1 }, 2, ka, sizeof(ka));
+    fd_key(f, "b", (const uint32_t[]){ 1, 0 }, 2, kb, sizeof(kb));
+    struct fd_client *c = fd_client_new(f);
+    for (int round = 0; round < 2; round++) {
+        const char *value = round == 0 ? "x" : "y";
+        uint32_t o = (uint32_t)round * 10;
+        PKT(all);
+        bin_req(&all, MCS_BIN_OP_SETQ, o + 1, ka, value, 0);
+        bin_req(&all, MCS_BIN_OP_GETQ, o + 2, kb, NULL, 0);
+        bin_req(&all, MCS_BIN_OP_GETQ, o + 3, ka, NULL, 0);
+        bin_req(&all, MCS_BIN_OP_NOOP, o + 4, NULL, NULL, 0);
+        fd_client_send(f, c, all.b, all.n);
+        if (round == 0) {
+            fd_fail_server(f, 0, MCS_FAILURE_RESET);
+        }
+        fd_drain(f);
+        PKT(hit);
+        PKT(noop);
+        bin_hit(&hit, MCS_BIN_OP_GETQ, o + 3, 0, 0, NULL, value);
+        bin_status(&noop, MCS_BIN_OP_NOOP, 0, o + 4, 0);
+        struct want w[4];
+        want_pkt(&w[0], NULL, NULL, o + 1, true);
+        want_pkt(&w[1], NULL, NULL, o + 2, true);
+        want_pkt(&w[2], &hit, NULL, o + 3, true);   /* a miss if the set could not be made */
+        want_pkt(&w[3], &noop, NULL, o + 4, false);
+        check_clean(f, c, w, 4, true, exact);
+        if (c->s.closing) {
+            return;
+        }
+    }
+    if (exact) {
+        assert_int_equal(missed_count(f, 0), 1);   /* both sets: one key */
+    }
+}
+
+static void
+test_alloc_sweep_binary_quiet(void **state)
+{
+    (void)state;
+    assert_true(sweep(sweep_binary_quiet, &two_copies) > 10);
+}
+
+/* Scenario 2's meta pipeline: ms a q, mg b q (a miss), mg a q, mn; a's primary
+ * fails before answering; then ms, mg, mn with the primary down. */
+static void
+sweep_meta_quiet(struct fake *f, bool exact)
+{
+    char ka[32], kb[32];
+    fd_key(f, "a", (const uint32_t[]){ 0, 1 }, 2, ka, sizeof(ka));
+    fd_key(f, "b", (const uint32_t[]){ 1, 0 }, 2, kb, sizeof(kb));
+    struct fd_client *c = fd_client_new(f);
+    char req[256];
+    snprintf(req, sizeof(req), "ms %s 1 q T0\r\nv\r\nmg %s v q\r\nmg %s v q\r\nmn\r\n", ka, kb, ka);
+    fd_client_send(f, c, req, strlen(req));
+    fd_fail_server(f, 0, MCS_FAILURE_RESET);
+    fd_drain(f);
+    struct want w[4];
+    want_text(&w[0], "", "", true, true);
+    want_text(&w[1], "", "", true, true);
+    want_text(&w[2], "VA 1\r\nv\r\n", "", true, true);   /* nothing if the set could not be made */
+    want_text(&w[3], "MN\r\n", "", false, true);
+    check_clean(f, c, w, 4, false, exact);
+    if (c->s.closing) {
+        return;
+    }
+    send_k(f, c, "ms $ 1 T0\r\nw\r\nmg $ v\r\nmn\r\n", ka);
+    fd_drain(f);
+    want_text(&w[0], "HD\r\n", "", false, true);
+    want_text(&w[1], "VA 1\r\nw\r\n", "", false, true);
+    want_text(&w[2], "MN\r\n", "", false, true);
+    check_clean(f, c, w, 3, false, exact);
+    if (exact) {
+        assert_int_equal(missed_count(f, 0), 1);
+        assert_int_equal(sent_count(f, 0, "mg $ v\r\n", ka), 1);   /* the second: the primary was down */
+        assert_int_equal(sent_count(f, 1, "mg $ v\r\n", ka), 2);
+    }
+}
+
+static void
+test_alloc_sweep_meta_quiet(void **state)
+{
+    (void)state;
+    assert_true(sweep(sweep_meta_quiet, &two_copies) > 10);
+}
+
+/* Scenario 4's retrievals that write: gat and gats hits (a on server 0, b on
+ * server 1), answered by their primaries; each hit sends the copy a touch with
+ * the exptime asked for. */
+static void
+sweep_gat(struct fake *f, bool exact)
+{
+    char a[32], b[32];
+    fd_key(f, "a", (const uint32_t[]){ 0, 1 }, 2, a, sizeof(a));
+    fd_key(f, "b", (const uint32_t[]){ 1, 0 }, 2, b, sizeof(b));
+    for (uint32_t s = 0; s < 2; s++) {
+        fd_item_put(f, s, a, strlen(a), 1, -1, "A", 1);
+        fd_item_put(f, s, b, strlen(b), 2, -1, "B", 1);
+    }
+    /* the same CAS on both: a key whose request line could not be built moves to its copy */
+    uint64_t cas_a = fd_item_find(f, 0, a, strlen(a))->cas;
+    fd_item_find(f, 1, a, strlen(a))->cas = cas_a;
+    struct fd_client *c = fd_client_new(f);
+    char line[256];
+    snprintf(line, sizeof(line), "gat 100 %s %s\r\ngats 200 %s\r\n", a, b, a);
+    fd_client_send(f, c, line, strlen(line));
+    fd_drain(f);
+    char gats[128];
+    snprintf(gats, sizeof(gats), "VALUE $ 1 1 %" PRIu64 "\r\nA\r\n", cas_a);
+    struct want w[5];
+    want_text(&w[0], "VALUE $ 1 1\r\nA\r\n", a, true, false);
+    want_text(&w[1], "VALUE $ 2 1\r\nB\r\n", b, true, false);
+    want_text(&w[2], "END\r\n", "", false, true);
+    want_text(&w[3], gats, a, true, false);
+    want_text(&w[4], "END\r\n", "", false, true);
+    check_clean(f, c, w, 5, false, exact);
+    if (exact) {
+        assert_true(was_sent(f, 1, "touch $ 100\r\n", a));
+        assert_true(was_sent(f, 0, "touch $ 100\r\n", b));
+        assert_true(was_sent(f, 1, "touch $ 200\r\n", a));
+        assert_int_equal(missed_count(f, 0) + missed_count(f, 1), 0);
+    }
+}
+
+static void
+test_alloc_sweep_gat(void **state)
+{
+    (void)state;
+    assert_true(sweep(sweep_gat, &two_copies) > 10);
+}
+
+/* Scenario 6's closed sessions: a text session (set a, get a b) and a binary one (get a) close
+ * while their servers owe replies; then the set's primary answers (its copy
+ * still gets the write), and server 1 fails (the detached get of b moves on to
+ * server 2). Nothing is left waiting and nothing leaks; async and sync. */
+static void
+sweep_closed_session(struct fake *f, bool exact)
+{
+    char a[32], b[32];
+    fd_key(f, "a", (const uint32_t[]){ 0, 1 }, 2, a, sizeof(a));
+    fd_key(f, "b", (const uint32_t[]){ 1, 2 }, 2, b, sizeof(b));
+    fd_item_put(f, 2, b, strlen(b), 0, -1, "B", 1);
+    struct fd_client *c = fd_client_new(f);
+    struct fd_client *bin = fd_client_new(f);
+    char line[256];
+    snprintf(line, sizeof(line), "set %s 0 0 1\r\nv\r\nget %s %s\r\n", a, a, b);
+    fd_client_send(f, c, line, strlen(line));
+    PKT(get);
+    bin_req(&get, MCS_BIN_OP_GETK, 7, b, NULL, 0);
+    fd_client_send(f, bin, get.b, get.n);
+    fd_client_close(f, c);
+    fd_client_close(f, bin);
+    fd_serve(f, 0);   /* the set */
+    fd_fail_server(f, 1, MCS_FAILURE_RESET);
+    fd_drain(f);
+    for (size_t i = 0; i < f->nsends; i++) {
+        assert_int_not_equal(f->sends[i]->state, FD_WAITING);
+    }
+    if (exact) {
+        assert_int_equal(missed_count(f, 1), 1);   /* a's copy */
+        assert_true(was_sent(f, 2, "get $\r\n", b));
+        assert_non_null(fd_item_find(f, 0, a, strlen(a)));
+    }
+}
+
+static void
+test_alloc_sweep_closed_session(void **state)
+{
+    (void)state;
+    assert_true(sweep(sweep_closed_session, &(struct fd_opts){ .nprimaries = 3, .replicas = 2 }) > 10);
+    assert_true(sweep(sweep_closed_session,
+                      &(struct fd_opts){ .nprimaries = 3, .replicas = 2, .write = MCS_WRITE_SYNC }) > 10);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_text_set_fails_over_when_primary_connection_fails),
     cmocka_unit_test(test_text_get_fails_over_when_primary_connection_fails),
@@ -1909,6 +2323,12 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_alloc_sweep_failover),
     cmocka_unit_test(test_alloc_sweep_multiget),
     cmocka_unit_test(test_alloc_sweep_warmup),
+    cmocka_unit_test(test_alloc_sweep_sync_copies),
+    cmocka_unit_test(test_alloc_sweep_rejoin),
+    cmocka_unit_test(test_alloc_sweep_binary_quiet),
+    cmocka_unit_test(test_alloc_sweep_meta_quiet),
+    cmocka_unit_test(test_alloc_sweep_gat),
+    cmocka_unit_test(test_alloc_sweep_closed_session),
 };
 
 int
