@@ -1,7 +1,9 @@
 /*
  * preload/core/request.h: the request machine's own functions, shared by its
  * files (machine.h is what drivers see):
- *   request.c          sessions, dispatch of text requests, merge in key order, completion
+ *   machine.c          set-up, sends to the driver, server replies, completions, "unavailable"
+ *   session.c          a connection: parsing, pipeline order, the shim's own answers, reply memory
+ *   request.c          a request's life: text dispatch, get/put, merge in key order, completion
  *   request_binary.c   binary requests: dispatch, replies, quiet rules, stats packets
  *   request_meta.c     meta requests: dispatch, replies, what copies of a meta write get
  *   avail.c            failover, copies, warm-up, probes, identification, rejoin
@@ -11,13 +13,22 @@
 
 #include "preload/core/machine.h"
 
-/* request.c */
+/* machine.c */
+void mcs_machine_unstall(struct mcs_machine *m);
 void mcs_machine_log(struct mcs_machine *m, enum mcs_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void mcs_machine_send(struct mcs_machine *m, struct mcs_sub *sub, uint64_t conn, const char *a, size_t alen,
                       const char *b, size_t blen);
 /* The first server from `from` on that is usable, or nservers when none is. */
 uint32_t mcs_machine_first_usable(struct mcs_machine *m, uint32_t from);
+/* Appends "mcshim: server <label> unavailable" to out; line: as a whole text
+ * reply line (SERVER_ERROR ..., CRLF). Returns 0 or -1 (out of memory). */
+int mcs_reply_unavailable(const struct mcs_machine *m, uint32_t server, bool line, struct mcs_buf *out);
+/* Nobody could answer r (one server, or none of its copies): its protocol's
+ * answer. A read misses (binary, meta); anything else: server unavailable. */
+void mcs_request_unavailable(struct mcs_machine *m, struct mcs_request *r, uint32_t server);
+
+/* request.c */
 struct mcs_request *mcs_request_new(struct mcs_machine *m, struct mcs_session *c, enum mcs_cmd cmd, uint32_t nsubs,
                                     bool detached);
 void mcs_request_free(struct mcs_machine *m, struct mcs_request *r);
@@ -34,23 +45,20 @@ mcs_request_get(struct mcs_request *r)
 void mcs_request_put(struct mcs_machine *m, struct mcs_request *r);
 void mcs_request_send_keys(struct mcs_machine *m, struct mcs_request *r, struct mcs_sub *sub);
 void mcs_sub_send(struct mcs_machine *m, struct mcs_session *c, struct mcs_sub *sub, const char *p, size_t n);
-/* Appends "mcshim: server <label> unavailable" to out; line: as a whole text
- * reply line (SERVER_ERROR ..., CRLF). Returns 0 or -1 (out of memory). */
-int mcs_reply_unavailable(const struct mcs_machine *m, uint32_t server, bool line, struct mcs_buf *out);
-/* Nobody could answer r (one server, or none of its copies): its protocol's
- * answer. A read misses (binary, meta); anything else: server unavailable. */
-void mcs_request_unavailable(struct mcs_machine *m, struct mcs_request *r, uint32_t server);
+void mcs_request_sub_done(struct mcs_machine *m, struct mcs_sub *sub);
+bool mcs_request_hold(struct mcs_machine *m, struct mcs_request *r, struct mcs_buf *to, const char *p, size_t n);
+void mcs_request_dispatch(struct mcs_machine *m, struct mcs_session *c, const char *buf, const struct mcs_ascii_req *q);
+void mcs_request_merge(struct mcs_machine *m, struct mcs_request *r, bool final);
+
+/* session.c */
+void mcs_session_stats(struct mcs_machine *m, struct mcs_session *c, const char *buf, const struct mcs_ascii_req *q);
 void mcs_session_local_reply(struct mcs_machine *m, struct mcs_session *c, const char *p, size_t n);
 void mcs_session_advance(struct mcs_machine *m, struct mcs_session *c);
 void mcs_stats_build(struct mcs_machine *m, const char *args, size_t args_len, struct mcs_buf *out);
 bool mcs_stats_forwarded(const char *args, size_t args_len);
 void mcs_stats_forward(struct mcs_machine *m, struct mcs_session *c, struct mcs_request *r);
-void mcs_request_sub_done(struct mcs_machine *m, struct mcs_sub *sub);
-bool mcs_request_hold(struct mcs_machine *m, struct mcs_request *r, struct mcs_buf *to, const char *p, size_t n);
 void mcs_request_stream(struct mcs_machine *m, struct mcs_request *r);
 bool mcs_request_wants(const struct mcs_request *r, const struct mcs_sub *sub);
-enum mcs_resp_status mcs_request_text_reply(struct mcs_machine *m, struct mcs_sub *sub, const char *p, size_t len,
-                                            size_t *used, bool *complete);
 
 /* avail.c: failover, copies, probes, rejoin, warm-up */
 void mcs_avail_dispatch_key(struct mcs_machine *m, struct mcs_session *c, const char *buf,

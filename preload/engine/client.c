@@ -3,7 +3,7 @@
  *
  * Reads the engine end of a socketpair and hands the bytes to the request
  * machine (mcs_session_step: parsing, routing, replies in request order:
- * preload/core/request.c), and writes the session's replies back. Flow
+ * preload/core/session.c), and writes the session's replies back. Flow
  * control: reading pauses while a session has too many requests in flight or
  * too many unsent reply bytes, or the servers' queues are full.
  */
