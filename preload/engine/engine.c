@@ -381,8 +381,9 @@ engine_main(void *arg)
         } else if (next - e->m.now_ms < MCS_ENGINE_CHECK_MS) {
             timeout = (int)(next - e->m.now_ms);
         }
-        if (e->dirty_backends != NULL || e->dirty_clients != NULL) {
-            timeout = 0;   /* the last walk stopped early: finish it before sleeping */
+        if (e->dirty_backends != NULL || e->dirty_clients != NULL || e->failed_head != NULL || e->aborts
+            || e->unstall_wanted || e->wake_paused) {
+            timeout = 0;   /* the last walk (or settle) stopped early: finish it before sleeping */
         }
         int n = engine_wait(e, evs, timeout, outstanding);
         int werr = n < 0 ? errno : 0;
