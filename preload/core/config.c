@@ -216,6 +216,7 @@ parse_u32_var(const char *name, const char *value, uint64_t min, uint64_t max, u
 static const char *const write_names[] = { "async", "sync", NULL };
 static const char *const rejoin_names[] = { "replay", "flush", NULL };
 static const char *const bool_names[] = { "0", "1", NULL };
+static const char *const fast_names[] = { "off", "auto", NULL };
 
 /* One of a fixed list of words (NULL-terminated); the error lists them. */
 static int
@@ -308,6 +309,8 @@ mcs_config_parse(struct mcs_config *c, mcs_config_lookup get, void *ctx, char *e
                          128u * 1024 * 1024, &c->item_max, err, errlen) != 0
         || parse_u32_var(vars[MCS_VAR_SPIN_US].name, value_of(MCS_VAR_SPIN_US, get, ctx), 0, 1000,
                          &c->spin_us, err, errlen) != 0
+        || parse_u32_var(vars[MCS_VAR_FAST_CONNECTIONS].name, value_of(MCS_VAR_FAST_CONNECTIONS, get, ctx), 0, 256,
+                         &c->fast_connections, err, errlen) != 0
         || parse_u32_var(vars[MCS_VAR_MEMORY_MB].name, value_of(MCS_VAR_MEMORY_MB, get, ctx), 4, 65536,
                          &c->memory_mb, err, errlen) != 0
         || parse_u32_var(vars[MCS_VAR_REPLICAS].name, value_of(MCS_VAR_REPLICAS, get, ctx), 1,
@@ -329,6 +332,10 @@ mcs_config_parse(struct mcs_config *c, mcs_config_lookup get, void *ctx, char *e
         goto error;
     }
     c->eject = choice == 1;
+    if (parse_choice(MCS_VAR_FAST_PATH, value_of(MCS_VAR_FAST_PATH, get, ctx), fast_names, &choice, err, errlen) != 0) {
+        goto error;
+    }
+    c->fast_path = choice == 1 && c->fast_connections > 0;
     s = value_of(MCS_VAR_SHARED, get, ctx);
     if (strlen(s) >= sizeof(c->shared) || (s[0] != '\0' && s[0] != '/' && strcmp(s, "off") != 0)) {
         fail(err, errlen, vars[MCS_VAR_SHARED].name, s, "expected an absolute file path, or off");

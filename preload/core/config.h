@@ -44,6 +44,8 @@
     X(CONNECTIONS,   "MCSHIM_CONNECTIONS",   "2",                "backend connections per server")             \
     X(ITEM_MAX,      "MCSHIM_ITEM_MAX",      "1048576",          "largest value forwarded, bytes")             \
     X(SPIN_US,       "MCSHIM_SPIN_US",       "50",                "engine polls this long for replies before sleeping, us") \
+    X(FAST_PATH,     "MCSHIM_FAST_PATH",     "auto",             "auto: a blocking connection's own thread does its round trips; off: the engine thread does all") \
+    X(FAST_CONNECTIONS, "MCSHIM_FAST_CONNECTIONS", "8",         "fast-path connections per server and protocol, at most") \
     X(MEMORY_MB,     "MCSHIM_MEMORY_MB",     "64",               "reply bytes the process may hold before servers are read only for replies being delivered, MiB") \
     X(BACKUP,        "MCSHIM_BACKUP",        "",                 "backup pool host:port[:weight][ name],... (its own ring)") \
     X(REPLICAS,      "MCSHIM_REPLICAS",      "1",                "copies of each key along the primary ring (1: none)") \
@@ -95,6 +97,8 @@ struct mcs_config {
     uint32_t connections;
     uint32_t item_max;
     uint32_t spin_us;
+    bool     fast_path;                /* MCSHIM_FAST_PATH=auto */
+    uint32_t fast_connections;
     uint32_t memory_mb;
     uint32_t replicas;                 /* 1..nprimaries */
     enum mcs_write_mode write;

@@ -106,6 +106,10 @@ struct mcs_sub {
 struct mcs_request {
     struct mcs_request *next;   /* in the session pipeline */
     struct mcs_session *session; /* NULL once detached, and for background jobs */
+    /* noreply: the session that sent it, while both live (in its list `unanswered`) */
+    struct mcs_session *origin;
+    struct mcs_request *onext;
+    struct mcs_request *oprev;
     enum mcs_req_kind kind;
     enum mcs_cmd cmd;           /* binary requests: the matching text command (replica.h rules) */
     enum mcs_proto proto;
@@ -176,6 +180,10 @@ struct mcs_session {
     enum mcs_proto proto;
     struct mcs_request *head;   /* pipeline, oldest first */
     struct mcs_request *tail;
+    /* its noreply requests still owed a reply by their server (which the shim
+     * drops): a driver that sends the next request some other way than the
+     * session's own connection must not overtake them */
+    struct mcs_request *unanswered;
     uint32_t inflight;
     size_t   held;              /* reply bytes held by its pipeline's requests (not yet in out) */
     bool     closing;           /* quit or fatal: close once out is written */

@@ -36,6 +36,16 @@ mcs_request_free(struct mcs_machine *m, struct mcs_request *r)
         m->stats.get_hits += r->hits;
         m->stats.get_misses += r->nkeys > r->hits ? r->nkeys - r->hits : 0;
     }
+    if (r->origin != NULL) {
+        if (r->oprev != NULL) {
+            r->oprev->onext = r->onext;
+        } else {
+            r->origin->unanswered = r->onext;
+        }
+        if (r->onext != NULL) {
+            r->onext->oprev = r->oprev;
+        }
+    }
     size_t held = r->held;
     m->reply_held -= held <= m->reply_held ? held : m->reply_held;
     if (r->session != NULL) {
@@ -98,6 +108,14 @@ mcs_request_new(struct mcs_machine *m, struct mcs_session *c, enum mcs_cmd cmd, 
         r->subs[i].req = r;
     }
     r->conn = c != NULL ? c->id : 0;
+    if (detached && c != NULL) {
+        r->origin = c;
+        r->onext = c->unanswered;
+        if (c->unanswered != NULL) {
+            c->unanswered->oprev = r;
+        }
+        c->unanswered = r;
+    }
     if (!detached && c != NULL) {
         r->session = c;
         if (c->tail) {

@@ -372,6 +372,10 @@ mcs_session_close(struct mcs_machine *m, struct mcs_session *c)
         r = next;
     }
     c->head = c->tail = NULL;
+    for (r = c->unanswered; r != NULL; r = r->onext) {
+        r->origin = NULL;
+    }
+    c->unanswered = NULL;
     m->stats.curr_connections--;
     size_t n = mcs_buf_len(&c->out);
     m->reply_out -= n <= m->reply_out ? n : m->reply_out;

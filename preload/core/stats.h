@@ -47,6 +47,9 @@ struct mcs_server_stats {
     X(cmd_touch,         "touch commands")                                            \
     X(cmd_flush,         "flush_all commands")                                        \
     X(requests,          "application requests parsed")                               \
+    X(fast_requests,     "of those, parsed and sent by the application's own thread (fast path)") \
+    X(fast_declined,     "writes on intercepted connections left to the engine thread (non-blocking, busy, or fast path off)") \
+    X(fast_handoffs,     "fast-path writes that left part of their work to the engine thread") \
     X(client_errors,     "requests answered locally with ERROR/CLIENT_ERROR")         \
     X(server_errors,     "requests answered SERVER_ERROR because a server failed")    \
     X(copy_writes,       "writes sent to copies (replicas and backups)")              \

@@ -11,9 +11,11 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "preload/core/alloc.h"
+#include "preload/engine/engine.h"
 #include "preload/engine/internal.h"
 #include "preload/lib/log.h"
 
@@ -49,12 +51,13 @@ mcs_client_ready(struct mcs_engine *e, struct mcs_client *c)
 }
 
 void
-mcs_client_attach(struct mcs_engine *e, int fd)
+mcs_client_attach(struct mcs_engine *e, int fd, struct mcs_fast *fast)
 {
     struct mcs_client *c = mcs_calloc(1, sizeof(*c));
     if (c == NULL) {
         mcs_log(MCS_LOG_ERROR, "out of memory: dropping an application connection");
         mcs_engine_close_fd(fd);
+        mcs_fast_unref(fast);
         return;
     }
     c->fd = fd;
@@ -62,7 +65,16 @@ mcs_client_attach(struct mcs_engine *e, int fd)
         mcs_log(MCS_LOG_ERROR, "epoll_ctl failed for an application connection: %s", strerror(errno));
         mcs_engine_close_fd(fd);
         mcs_free(c);
+        mcs_fast_unref(fast);
         return;
+    }
+    struct stat st;
+    if (fast != NULL && fstat(fd, &st) == 0) {
+        c->dev = st.st_dev;
+        c->ino = st.st_ino;
+        mcs_fast_bind(fast, c);
+    } else {
+        mcs_fast_unref(fast);
     }
     c->next = e->clients;
     if (e->clients) {
@@ -107,6 +119,9 @@ client_read(struct mcs_engine *e, struct mcs_client *c)
         ssize_t n = recv(c->fd, c->in.data + c->in.end, c->in.cap - c->in.end, MSG_DONTWAIT);
         if (n > 0) {
             c->in.end += (size_t)n;
+            if (c->fast != NULL) {
+                mcs_fast_engine_read(c->fast, (size_t)n);
+            }
             client_process(e, c);
             if ((size_t)n < MCS_CLIENT_READ_CHUNK) {
                 break;
@@ -136,6 +151,10 @@ client_read(struct mcs_engine *e, struct mcs_client *c)
 static void
 client_close(struct mcs_engine *e, struct mcs_client *c)
 {
+    if (c->fast != NULL) {
+        mcs_fast_unbind(c->fast);
+        c->fast = NULL;
+    }
     mcs_session_close(&e->m, &c->s);
     mcs_engine_epoll(e, EPOLL_CTL_DEL, c->fd, 0, 0);
     mcs_engine_close_fd(c->fd);
@@ -149,8 +168,9 @@ client_close(struct mcs_engine *e, struct mcs_client *c)
         c->next->prev = c->prev;
     }
     mcs_buf_free(&c->in);
-    if (c->dirty) {
-        /* Still on the dirty list: mcs_client_flush frees it when it gets there. */
+    if (c->dirty || c->fast_busy) {
+        /* Still on the dirty list: mcs_client_flush frees it when it gets there;
+         * or a fast-path write holds it: the write frees it when it ends. */
         return;
     }
     mcs_free(c);
@@ -162,7 +182,9 @@ mcs_client_flush(struct mcs_engine *e, struct mcs_client *c)
 {
     c->dirty = false;
     if (c->fd < 0) {
-        mcs_free(c);
+        if (!c->fast_busy) {
+            mcs_free(c);   /* (else the fast-path write holding it does) */
+        }
         return;
     }
     while (mcs_buf_len(&c->s.out) > 0) {

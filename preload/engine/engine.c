@@ -121,11 +121,11 @@ engine_retire(struct engine_box *b, const char *why)
 }
 
 /* The connections handed over since last time (*n of them; the caller frees the array). */
-static int *
+static struct mcs_incoming *
 incoming_take(struct mcs_engine *e, size_t *n)
 {
     pthread_mutex_lock(&e->lock);
-    int *fds = e->incoming;
+    struct mcs_incoming *fds = e->incoming;
     *n = e->nincoming;
     e->incoming = NULL;
     e->nincoming = 0;
@@ -151,9 +151,9 @@ take_incoming(struct mcs_engine *e)
         break;
     }
     size_t n;
-    int *fds = incoming_take(e, &n);
+    struct mcs_incoming *fds = incoming_take(e, &n);
     for (size_t i = 0; i < n; i++) {
-        mcs_client_attach(e, fds[i]);
+        mcs_client_attach(e, fds[i].fd, fds[i].fast);
     }
     mcs_free(fds);
     return true;
@@ -165,7 +165,9 @@ static void
 drv_send(void *ctx, struct mcs_sub *sub, enum mcs_proto proto, uint64_t conn, const char *a, size_t alen,
          const char *b, size_t blen)
 {
-    mcs_backend_send(ctx, sub, proto, conn, a, alen, b, blen);
+    if (!mcs_fast_send(ctx, sub, proto, a, alen, b, blen)) {
+        mcs_backend_send(ctx, sub, proto, conn, a, alen, b, blen);
+    }
 }
 
 static void
@@ -179,7 +181,9 @@ drv_abort_server(void *ctx, uint32_t server)
 static void
 drv_ready(void *ctx, struct mcs_session *s)
 {
-    mcs_client_ready(ctx, (struct mcs_client *)s);   /* the session is the client's first member */
+    if (!mcs_fast_ready(ctx, s)) {
+        mcs_client_ready(ctx, (struct mcs_client *)s);   /* the session is the client's first member */
+    }
 }
 
 static void
@@ -203,6 +207,27 @@ const struct mcs_driver mcs_engine_driver = {
     .unstall = drv_unstall,
     .log = drv_log,
 };
+
+bool
+mcs_engine_has_work(const struct mcs_engine *e)
+{
+    return e->dirty_backends != NULL || e->dirty_clients != NULL || e->failed_head != NULL || e->aborts
+           || e->unstall_wanted || e->wake_paused;
+}
+
+void
+mcs_engine_wake(struct mcs_engine *e)
+{
+    struct engine_box *b = (struct engine_box *)e;   /* e is the box's first member */
+    if (!atomic_load(&b->dead) && is_file(b->wake_wr, b->wake_wr_ino, b->wake_dev)) {
+        int saved = errno;
+        ssize_t w;
+        do {
+            w = send(b->wake_wr, "", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+        } while (w < 0 && errno == EINTR);
+        errno = saved;
+    }
+}
 
 void
 mcs_engine_settle(struct mcs_engine *e)
@@ -324,20 +349,28 @@ static void
 engine_teardown(struct engine_box *b)
 {
     struct mcs_engine *e = &b->e;
+    e->torn_down = true;   /* a fast-path write that locks mlock next leaves everything alone */
     size_t n;
-    int *fds = incoming_take(e, &n);
+    struct mcs_incoming *fds = incoming_take(e, &n);
     for (size_t i = 0; i < n; i++) {
-        mcs_fdtab_release(fds[i], b->gen, false);
+        mcs_fdtab_release(fds[i].fd, b->gen, false);
+        mcs_fast_unref(fds[i].fast);
     }
     mcs_free(fds);
     while (e->clients != NULL) {
         struct mcs_client *c = e->clients;
         e->clients = c->next;
         mcs_fdtab_release(c->fd, b->gen, false);
+        if (c->fast != NULL) {
+            mcs_fast_unbind(c->fast);
+        }
         mcs_buf_free(&c->in);
         mcs_buf_free(&c->s.out);
-        mcs_free(c);
+        if (!c->fast_busy) {
+            mcs_free(c);   /* (a client a fast-path write holds is left to leak with the engine) */
+        }
     }
+    mcs_fast_pool_free(e);
     e->dirty_clients = NULL;
     e->dirty_backends = NULL;
     size_t nb = e->cfg->nservers * MCS_PROTO_COUNT * e->cfg->connections;
@@ -368,6 +401,7 @@ engine_main(void *arg)
     const char *why = NULL;
     mcs_fdtab_set_thread_owner(b->gen);
     b->next_check_ms = mcs_engine_clock_ms() + MCS_ENGINE_CHECK_MS;
+    pthread_mutex_lock(&e->mlock);   /* held but while waiting for events */
     for (;;) {
         e->m.now_ms = mcs_engine_clock_ms();
         uint64_t next = mcs_backend_next_deadline(e);
@@ -385,8 +419,10 @@ engine_main(void *arg)
             || e->unstall_wanted || e->wake_paused) {
             timeout = 0;   /* the last walk (or settle) stopped early: finish it before sleeping */
         }
+        pthread_mutex_unlock(&e->mlock);
         int n = engine_wait(e, evs, timeout, outstanding);
         int werr = n < 0 ? errno : 0;
+        pthread_mutex_lock(&e->mlock);
         if (werr == EINTR) {
             continue;
         }
@@ -424,10 +460,12 @@ engine_main(void *arg)
         }
         mcs_engine_settle(e);
         flush_dirty(e);
+        e->m.stats.fast_declined = atomic_load_explicit(&e->fast_declined, memory_order_relaxed);
     }
 stop:
     engine_retire(b, why);
     engine_teardown(b);
+    pthread_mutex_unlock(&e->mlock);
     return NULL;
 }
 
@@ -442,10 +480,13 @@ engine_destroy(struct engine_box *b)
     mcs_free(e->backends);
     mcs_heap_free(&e->timers);
     mcs_free(e->abort_wanted);
+    mcs_free(e->fast_idle);
+    mcs_free(e->fast_open);
     if (b->machine_ready) {
         mcs_machine_free(&e->m);
     }
     pthread_mutex_destroy(&e->lock);
+    pthread_mutex_destroy(&e->mlock);
     mcs_free(b);
 }
 
@@ -464,11 +505,13 @@ engine_create(const struct mcs_config *cfg)
         b->gen = (atomic_fetch_add(&last_gen, 1) + 1) & MCS_FD_OWNER_MASK;
     } while (b->gen == 0);
     b->wake_wr = -1;
+    e->gen = b->gen;
     e->cfg = cfg;
     e->epfd = -1;
     e->evfd = -1;
     e->spin_score = 1024;
     pthread_mutex_init(&e->lock, NULL);
+    pthread_mutex_init(&e->mlock, NULL);
     struct mcs_driver drv = mcs_engine_driver;
     drv.ctx = e;
     if (mcs_machine_init(&e->m, cfg, &drv, mcs_engine_clock_ms(), (long)getpid()) != 0) {
@@ -479,7 +522,10 @@ engine_create(const struct mcs_config *cfg)
     size_t nb = cfg->nservers * MCS_PROTO_COUNT * cfg->connections;
     e->backends = mcs_calloc(nb, sizeof(*e->backends));
     e->abort_wanted = mcs_calloc(cfg->nservers, sizeof(*e->abort_wanted));
-    if (e->backends == NULL || e->abort_wanted == NULL || mcs_heap_init(&e->timers, (uint32_t)nb) != 0) {
+    e->fast_idle = mcs_calloc(cfg->nservers * MCS_PROTO_COUNT, sizeof(*e->fast_idle));
+    e->fast_open = mcs_calloc(cfg->nservers * MCS_PROTO_COUNT, sizeof(*e->fast_open));
+    if (e->backends == NULL || e->abort_wanted == NULL || e->fast_idle == NULL || e->fast_open == NULL
+        || mcs_heap_init(&e->timers, (uint32_t)nb) != 0) {
         goto error;
     }
     for (size_t i = 0; i < nb; i++) {
@@ -576,7 +622,7 @@ mcs_engine_ensure(const struct mcs_config *cfg)
  * byte. Returns 0, ENOMEM, or EPIPE (b's descriptors are gone; nothing was
  * written, fd is neither queued nor marked). */
 static int
-engine_take(struct engine_box *b, int fd)
+engine_take(struct engine_box *b, int fd, struct mcs_fast *fast)
 {
     struct mcs_engine *e = &b->e;
     int rc = 0;
@@ -587,7 +633,7 @@ engine_take(struct engine_box *b, int fd)
     }
     if (e->nincoming == e->capincoming) {
         size_t cap = e->capincoming ? e->capincoming * 2 : 16;
-        int *p = mcs_realloc(e->incoming, cap * sizeof(*p));
+        struct mcs_incoming *p = mcs_realloc(e->incoming, cap * sizeof(*p));
         if (p == NULL) {
             rc = ENOMEM;
             goto out;
@@ -596,7 +642,8 @@ engine_take(struct engine_box *b, int fd)
         e->capincoming = cap;
     }
     mcs_fdtab_mark_owned(fd, b->gen, false);
-    e->incoming[e->nincoming++] = fd;
+    e->incoming[e->nincoming].fd = fd;
+    e->incoming[e->nincoming++].fast = fast;
     for (;;) {
         ssize_t w = send(b->wake_wr, "", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (w == 1 || (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))) {
@@ -616,8 +663,9 @@ out:
 }
 
 int
-mcs_engine_attach(const struct mcs_config *cfg, int fd)
+mcs_engine_attach(const struct mcs_config *cfg, int fd, struct mcs_fast **fast)
 {
+    *fast = NULL;
     int saved = errno;
     for (int attempt = 0; attempt < 2; attempt++) {
         if (mcs_engine_ensure(cfg) != 0) {
@@ -627,11 +675,15 @@ mcs_engine_attach(const struct mcs_config *cfg, int fd)
         if (b == NULL) {
             continue;   /* retired meanwhile */
         }
-        int rc = engine_take(b, fd);
+        struct mcs_fast *h = mcs_fast_for(&b->e);   /* NULL when off, or out of memory: engine path only */
+        int rc = engine_take(b, fd, h);
         if (rc == 0) {
+            *fast = h;
             errno = saved;
             return 0;
         }
+        mcs_fast_unref(h);
+        mcs_fast_unref(h);
         if (rc == ENOMEM) {
             mcs_log(MCS_LOG_ERROR, "connect to an intercepted address refused: out of memory");
             errno = ENOMEM;
@@ -687,6 +739,7 @@ mcs_engine_atfork_child(void)
      * the next attach start a fresh engine. */
     pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
     start_lock = fresh;
+    mcs_fast_atfork_child();
     mcs_fdtab_foreach(close_internal, NULL);
     atomic_store(&current, NULL);
 }

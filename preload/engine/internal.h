@@ -14,15 +14,25 @@
  * - struct mcs_backend: a fixed pool of connections per server, created with
  *   the engine; the socket is opened when it first has bytes to send, and
  *   re-opened after errors. Its FIFO links the machine's subs (sub->next).
- * Only the engine thread touches any of these, except engine->incoming
- * (guarded by engine->lock).
+ * - struct mcs_fast: the fast path's handle on one client (fast.c), shared
+ *   with the interposer's record of the application's descriptor.
+ * - struct mcs_fast_conn: a connection to a server used by application threads
+ *   on the fast path, one thread at a time (fast.c); idle ones wait in the
+ *   engine's pool.
+ * Locks: engine->mlock guards the request machine and everything the engine
+ * thread touches (clients, backends, the fast-path pool): the engine thread
+ * holds it except while it waits for events, and an application thread on the
+ * fast path holds it while it calls the machine, never across a system call
+ * that can wait. engine->lock guards only incoming. Order: mlock, then lock.
  */
 #ifndef MCS_ENGINE_INTERNAL_H
 #define MCS_ENGINE_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "preload/core/buf.h"
 #include "preload/core/config.h"
@@ -43,6 +53,10 @@ struct mcs_client {
     bool     paused;            /* EPOLLIN removed for flow control */
     bool     want_write;        /* EPOLLOUT registered */
     bool     dirty;             /* out has bytes to flush this loop */
+    bool     fast_busy;         /* an application thread runs a fast-path write on it (it frees a closed one) */
+    struct mcs_fast *fast;      /* the fast path's handle (one reference), or NULL */
+    dev_t    dev;               /* which file fd is (the fast path checks before it writes) */
+    ino_t    ino;
     struct mcs_client *next_dirty;
     struct mcs_client *prev;    /* all clients */
     struct mcs_client *next;
@@ -68,14 +82,23 @@ struct mcs_backend {
     struct mcs_sub *tail;
 };
 
+/* A connection handed over by connect(), not yet attached. */
+struct mcs_incoming {
+    int      fd;
+    struct mcs_fast *fast;
+};
+
 struct mcs_engine {
     struct mcs_machine m;       /* the request machine this engine drives */
     const struct mcs_config *cfg;
     int      epfd;
     int      evfd;
+    uint32_t gen;               /* owner of its descriptors in the fd table */
     pthread_t thread;
+    pthread_mutex_t mlock;      /* the machine and all below, but incoming (see above) */
+    bool     torn_down;         /* retired and its memory freed: nothing may touch the machine */
     pthread_mutex_t lock;       /* guards incoming */
-    int     *incoming;
+    struct mcs_incoming *incoming;
     size_t   nincoming;
     size_t   capincoming;
     struct mcs_backend *backends;   /* nservers * MCS_PROTO_COUNT * cfg->connections */
@@ -98,6 +121,9 @@ struct mcs_engine {
     bool     share_exited;      /* the process is exiting: its slot was given back (mcs_share_exit) */
     uint32_t spin_score;        /* how often polling caught a reply, 0..1024 */
     uint32_t spin_skips;
+    struct mcs_fast_conn **fast_idle; /* per server and protocol: idle fast-path connections */
+    uint32_t *fast_open;        /* per server and protocol: fast-path connections that exist */
+    _Atomic uint64_t fast_declined; /* counted without mlock; copied into m.stats */
 };
 
 /* epoll user data: the low bit tells a client from a backend. */
@@ -116,8 +142,32 @@ void mcs_engine_settle(struct mcs_engine *e);
 /* The driver functions the engine gives its machine. */
 extern const struct mcs_driver mcs_engine_driver;
 
+/* engine.c */
+/* Wakes the engine thread (any thread; one byte on its wake-up socket). */
+void mcs_engine_wake(struct mcs_engine *e);
+/* The engine has work the loop must do before it sleeps (under mlock). */
+bool mcs_engine_has_work(const struct mcs_engine *e);
+
+/* fast.c, on the engine's side (under mlock) */
+/* The machine's send, when the calling thread runs a fast-path write for the
+ * sub's session: queued on that thread's connection (true), else false. */
+bool mcs_fast_send(struct mcs_engine *e, struct mcs_sub *sub, enum mcs_proto proto, const char *a, size_t alen,
+                   const char *b, size_t blen);
+/* The machine's ready for a session whose fast-path write this thread runs (it flushes it itself). */
+bool mcs_fast_ready(struct mcs_engine *e, struct mcs_session *s);
+/* The engine attached or closed the client of h. */
+void mcs_fast_bind(struct mcs_fast *h, struct mcs_client *c);
+void mcs_fast_unbind(struct mcs_fast *h);
+/* The engine read n bytes the application wrote to its end of h's socketpair. */
+void mcs_fast_engine_read(struct mcs_fast *h, size_t n);
+/* A handle for a new connection when the fast path is on (two references:
+ * the caller's and the one mcs_fast_bind gives the client), or NULL. */
+struct mcs_fast *mcs_fast_for(struct mcs_engine *e);
+/* Closes and frees the idle fast-path connections (engine teardown). */
+void mcs_fast_pool_free(struct mcs_engine *e);
+
 /* client.c */
-void mcs_client_attach(struct mcs_engine *e, int fd);
+void mcs_client_attach(struct mcs_engine *e, int fd, struct mcs_fast *fast);
 void mcs_client_event(struct mcs_engine *e, struct mcs_client *c, uint32_t events);
 void mcs_client_flush(struct mcs_engine *e, struct mcs_client *c);
 void mcs_client_wake_paused(struct mcs_engine *e);

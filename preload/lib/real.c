@@ -35,6 +35,12 @@ real_resolve_all(void)
     mcs_real.getsockopt = (int (*)(int, int, int, void *, socklen_t *))resolve("getsockopt");
     mcs_real.getpeername = (int (*)(int, struct sockaddr *, socklen_t *))resolve("getpeername");
     mcs_real.getsockname = (int (*)(int, struct sockaddr *, socklen_t *))resolve("getsockname");
+    mcs_real.write = (ssize_t(*)(int, const void *, size_t))resolve("write");
+    mcs_real.writev = (ssize_t(*)(int, const struct iovec *, int))resolve("writev");
+    mcs_real.send = (ssize_t(*)(int, const void *, size_t, int))resolve("send");
+    mcs_real.sendto = (ssize_t(*)(int, const void *, size_t, int, const struct sockaddr *, socklen_t))resolve("sendto");
+    mcs_real.sendmsg = (ssize_t(*)(int, const struct msghdr *, int))resolve("sendmsg");
+    mcs_real.sendmmsg = (int (*)(int, struct mmsghdr *, unsigned int, int))resolve("sendmmsg");
     real_status = (mcs_real.socket && mcs_real.connect && mcs_real.close && mcs_real.dup && mcs_real.dup2
                    && mcs_real.dup3 && mcs_real.fcntl && mcs_real.fclose && mcs_real.setsockopt
                    && mcs_real.getsockopt && mcs_real.getpeername && mcs_real.getsockname)

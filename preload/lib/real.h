@@ -13,6 +13,8 @@
 
 #include <stdio.h>
 #include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
 
 struct mcs_real_fns {
     int (*socket)(int, int, int);
@@ -29,6 +31,13 @@ struct mcs_real_fns {
     int (*getsockopt)(int, int, int, void *, socklen_t *);
     int (*getpeername)(int, struct sockaddr *, socklen_t *);
     int (*getsockname)(int, struct sockaddr *, socklen_t *);
+    /* the write family (preload/shim/io.c); NULL until resolved: callers fall back to the syscall */
+    ssize_t (*write)(int, const void *, size_t);
+    ssize_t (*writev)(int, const struct iovec *, int);
+    ssize_t (*send)(int, const void *, size_t, int);
+    ssize_t (*sendto)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
+    ssize_t (*sendmsg)(int, const struct msghdr *, int);
+    int (*sendmmsg)(int, struct mmsghdr *, unsigned int, int);
 };
 
 extern struct mcs_real_fns mcs_real;

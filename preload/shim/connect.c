@@ -154,7 +154,7 @@ fake_local(struct mcs_vconn *vc)
  * so every failure leaves fd as it was: returns 0, or -1 with errno set and
  * *what naming the step to log (NULL: the engine has logged it already). */
 static int
-take_over(const struct mcs_config *cfg, int fd, int status_flags, const char **what)
+take_over(const struct mcs_config *cfg, int fd, int status_flags, const char **what, struct mcs_fast **fast)
 {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
@@ -163,7 +163,7 @@ take_over(const struct mcs_config *cfg, int fd, int status_flags, const char **w
     }
     int engine_end = mcs_fd_move_high(sv[1]);
     mcs_real.fcntl(engine_end, F_SETFL, O_NONBLOCK);
-    if (mcs_engine_attach(cfg, engine_end) != 0) {
+    if (mcs_engine_attach(cfg, engine_end, fast) != 0) {
         int err = errno;
         mcs_real.close(sv[0]);
         mcs_real.close(engine_end);
@@ -176,6 +176,8 @@ take_over(const struct mcs_config *cfg, int fd, int status_flags, const char **w
     if (mcs_real.dup3(sv[0], fd, (fdflags > 0 && (fdflags & FD_CLOEXEC)) ? O_CLOEXEC : 0) < 0) {
         int err = errno;
         mcs_real.close(sv[0]);   /* the engine sees EOF and closes its end */
+        mcs_fast_unref(*fast);
+        *fast = NULL;
         *what = "cannot put it on the descriptor";
         errno = err;
         return -1;
@@ -213,9 +215,11 @@ mcs_vconn_restream(const struct mcs_config *cfg, int fd, struct mcs_vconn *vc)
 {
     int fl = mcs_real.fcntl(fd, F_GETFL);
     const char *what;
-    if (take_over(cfg, fd, fl < 0 ? 0 : fl, &what) != 0) {
+    struct mcs_fast *fast;
+    if (take_over(cfg, fd, fl < 0 ? 0 : fl, &what, &fast) != 0) {
         return -1;
     }
+    atomic_store(&vc->fast, fast);   /* (the fork child dropped the parent's handle unreleased) */
     record_identity(fd, vc);
     return 0;
 }
@@ -252,13 +256,12 @@ mcs_shim_connect(int fd, const struct sockaddr *addr, socklen_t len, bool *handl
     }
     /* Ours from here on: taken over, or refused with the real errno. */
     *handled = true;
-    struct mcs_vconn *vc = mcs_calloc(1, sizeof(*vc));
+    struct mcs_vconn *vc = mcs_vconn_new();
     if (vc == NULL) {
         return refuse(ENOMEM, "out of memory");
     }
     vc->refs = 1;
     vc->family = domain;
-    vc->fork_fd = -1;
     memcpy(&vc->peer, addr, len < sizeof(vc->peer) ? len : sizeof(vc->peer));
     vc->peerlen = len < sizeof(vc->peer) ? len : sizeof(vc->peer);
     fake_local(vc);
@@ -284,17 +287,19 @@ mcs_shim_connect(int fd, const struct sockaddr *addr, socklen_t len, bool *handl
     mcs_fdtab_lock();
     if (mcs_vconn_lookup_locked(fd) != NULL) {
         mcs_fdtab_unlock();
-        mcs_free(vc);
+        mcs_vconn_drop(vc);
         errno = EISCONN;
         return -1;
     }
     const char *what = NULL;
-    if (take_over(cfg, fd, fl < 0 ? 0 : fl, &what) != 0) {
+    struct mcs_fast *fast;
+    if (take_over(cfg, fd, fl < 0 ? 0 : fl, &what, &fast) != 0) {
         int err = errno;
         mcs_fdtab_unlock();
-        mcs_free(vc);
+        mcs_vconn_drop(vc);
         return refuse(err, what);
     }
+    atomic_store(&vc->fast, fast);
     for (size_t i = 0; i < sizeof(carried_sock_opts) / sizeof(carried_sock_opts[0]); i++) {
         if (carried[i].len > 0) {
             mcs_real.setsockopt(fd, SOL_SOCKET, carried[i].name, carried[i].value, carried[i].len);

@@ -96,6 +96,7 @@ fork_child(void)
 {
     int saved = errno;
     mcs_fdtab_child_reinit();
+    mcs_vconn_atfork_child();
     mcs_engine_atfork_child();
     const struct mcs_config *cfg = mcs_shim_config();
     struct fork_list l = { 0 };
@@ -106,6 +107,9 @@ fork_child(void)
         if (vc == NULL) {
             continue;
         }
+        /* The parent's fast-path handle belongs to the parent's engine (gone
+         * here, its lock maybe held): forgotten, never released. */
+        atomic_store(&vc->fast, NULL);
         if (vc->fork_fd >= 0) {
             /* Another copy of this connection already has its new stream: share it. */
             int fdflags = mcs_real.fcntl(fd, F_GETFD);

@@ -12,16 +12,25 @@
  * the fd table; the last reference frees it. Entries are validated against
  * the descriptor's inode before use, so a number the host closed behind our
  * back (glibc's fclose, raw syscalls) and reused is never acted on.
+ *
+ * The write family (io.c) looks a descriptor up on every call without the
+ * registry's lock, so a record may be freed while a writer reads it: records
+ * are therefore never returned to the allocator (mcs_vconn_new recycles them),
+ * and a writer checks, after taking a reference on the fast-path handle it
+ * found, that the descriptor still names that record and the record that
+ * handle.
  */
 #ifndef MCS_SHIM_H
 #define MCS_SHIM_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
 #include "preload/core/config.h"
+#include "preload/engine/engine.h"
 
 #define MCS_VCONN_MAX_OPTS 24
 #define MCS_VCONN_OPT_MAX  32
@@ -34,6 +43,7 @@ struct mcs_vconn_opt {
 };
 
 struct mcs_vconn {
+    _Atomic(struct mcs_fast *) fast;     /* the fast-path handle (one reference), or NULL; first (see above) */
     int refs;                            /* descriptors referring to it (fd table lock) */
     int family;                          /* what the application created: AF_INET/AF_INET6/AF_UNIX */
     ino_t ino;                           /* identity of the application end */
@@ -51,6 +61,12 @@ struct mcs_vconn {
 const struct mcs_config *mcs_shim_config(void);
 
 /* vconn.c (callers hold mcs_fdtab_lock for the *_locked functions) */
+struct mcs_vconn *mcs_vconn_new(void);               /* zeroed (refs 0, fork_fd -1), or NULL */
+void mcs_vconn_drop(struct mcs_vconn *vc);            /* one that no descriptor names: recycled */
+void mcs_vconn_atfork_child(void);                    /* the recycling lock may be a dead thread's */
+/* The fast-path handle of fd's intercepted connection, with a reference taken
+ * (mcs_fast_unref), or NULL. Lock-free. */
+struct mcs_fast *mcs_vconn_fast(int fd);
 struct mcs_vconn *mcs_vconn_lookup_locked(int fd);   /* validated, or NULL (and a stale entry dropped) */
 void mcs_vconn_forget_locked(int fd);                /* drops whatever the table says about fd */
 void mcs_vconn_alias_locked(int from, int to);       /* `to` is now a copy of `from` */

@@ -2,6 +2,8 @@
  * preload/shim/vconn.c: the registry of intercepted connections (see shim.h).
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -16,12 +18,74 @@ as_vconn(uintptr_t v)
     return (v == 0 || (v & MCS_FD_INTERNAL_BIT)) ? NULL : (struct mcs_vconn *)v;
 }
 
+static pthread_mutex_t recycle_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct mcs_vconn *recycled;   /* linked through the peer address's place (no reader looks there) */
+static struct mcs_vconn **recycled_next(struct mcs_vconn *vc) { return (struct mcs_vconn **)&vc->peer; }
+
+struct mcs_vconn *
+mcs_vconn_new(void)
+{
+    pthread_mutex_lock(&recycle_lock);
+    struct mcs_vconn *vc = recycled;
+    if (vc != NULL) {
+        recycled = *recycled_next(vc);
+    }
+    pthread_mutex_unlock(&recycle_lock);
+    if (vc == NULL) {
+        vc = mcs_calloc(1, sizeof(*vc));   /* never freed (shim.h) */
+        if (vc == NULL) {
+            return NULL;
+        }
+    } else {
+        /* Everything but the atomic first member, which readers may be loading. */
+        memset((char *)vc + sizeof(vc->fast), 0, sizeof(*vc) - sizeof(vc->fast));
+    }
+    vc->fork_fd = -1;
+    return vc;
+}
+
+void
+mcs_vconn_atfork_child(void)
+{
+    pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+    recycle_lock = fresh;
+}
+
+void
+mcs_vconn_drop(struct mcs_vconn *vc)
+{
+    mcs_fast_unref(atomic_exchange(&vc->fast, NULL));
+    pthread_mutex_lock(&recycle_lock);
+    *recycled_next(vc) = recycled;
+    recycled = vc;
+    pthread_mutex_unlock(&recycle_lock);
+}
+
 static void
 vconn_unref(struct mcs_vconn *vc)
 {
     if (vc != NULL && --vc->refs == 0) {
-        mcs_free(vc);
+        mcs_vconn_drop(vc);
     }
+}
+
+struct mcs_fast *
+mcs_vconn_fast(int fd)
+{
+    uintptr_t v = mcs_fdtab_get(fd);
+    if (v == 0 || (v & MCS_FD_INTERNAL_BIT)) {
+        return NULL;
+    }
+    struct mcs_vconn *vc = (struct mcs_vconn *)v;
+    struct mcs_fast *h = atomic_load(&vc->fast);
+    if (h == NULL || !mcs_fast_ref(h)) {
+        return NULL;
+    }
+    if (mcs_fdtab_get(fd) != v || atomic_load(&vc->fast) != h) {
+        mcs_fast_unref(h);   /* recycled meanwhile */
+        return NULL;
+    }
+    return h;
 }
 
 bool

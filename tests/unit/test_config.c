@@ -158,6 +158,8 @@ test_var_table(void **state)
         { MCS_VAR_CONNECTIONS, "MCSHIM_CONNECTIONS", "2" },
         { MCS_VAR_ITEM_MAX, "MCSHIM_ITEM_MAX", "1048576" },
         { MCS_VAR_SPIN_US, "MCSHIM_SPIN_US", "50" },
+        { MCS_VAR_FAST_PATH, "MCSHIM_FAST_PATH", "auto" },
+        { MCS_VAR_FAST_CONNECTIONS, "MCSHIM_FAST_CONNECTIONS", "8" },
         { MCS_VAR_MEMORY_MB, "MCSHIM_MEMORY_MB", "64" },
         { MCS_VAR_BACKUP, "MCSHIM_BACKUP", "" },
         { MCS_VAR_REPLICAS, "MCSHIM_REPLICAS", "1" },
@@ -316,6 +318,34 @@ test_availability(void **state)
     const char *w[] = { "MCSHIM_SERVERS", "127.0.0.1:1", "MCSHIM_WRITE", "fast", NULL };
     assert_int_equal(parse_env(&c, err, sizeof(err), w), MCS_CONFIG_ERROR);
     assert_non_null(strstr(err, "expected async or sync"));
+}
+
+static void
+test_fast_path(void **state)
+{
+    (void)state;
+    struct mcs_config c;
+    expect_var_ok(&c, "MCSHIM_FAST_PATH", "auto");
+    assert_true(c.fast_path);
+    assert_int_equal(c.fast_connections, 8);
+    mcs_config_free(&c);
+    expect_var_ok(&c, "MCSHIM_FAST_PATH", "off");
+    assert_false(c.fast_path);
+    mcs_config_free(&c);
+    /* no connections allowed: the fast path is off */
+    expect_var_ok(&c, "MCSHIM_FAST_CONNECTIONS", "0");
+    assert_false(c.fast_path);
+    mcs_config_free(&c);
+    expect_var_ok(&c, "MCSHIM_FAST_CONNECTIONS", "256");
+    assert_int_equal(c.fast_connections, 256);
+    mcs_config_free(&c);
+    static const char *const bad[][2] = {
+        { "MCSHIM_FAST_PATH", "on" }, { "MCSHIM_FAST_PATH", "" }, { "MCSHIM_FAST_PATH", "AUTO" },
+        { "MCSHIM_FAST_CONNECTIONS", "257" }, { "MCSHIM_FAST_CONNECTIONS", "-1" }, { "MCSHIM_FAST_CONNECTIONS", "x" },
+    };
+    for (size_t i = 0; i < NELEM(bad); i++) {
+        expect_var_error(bad[i][0], bad[i][1]);
+    }
 }
 
 static void
@@ -671,6 +701,7 @@ main(void)
         cmocka_unit_test(test_server_count_limit),
         cmocka_unit_test(test_intercept),
         cmocka_unit_test(test_availability),
+        cmocka_unit_test(test_fast_path),
         cmocka_unit_test(test_error_line_bounded),
         cmocka_unit_test(test_shared),
     };
