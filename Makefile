@@ -49,7 +49,7 @@ CORE_A   = $(BUILD)/libmcscore.a
 STATS    = $(BUILD)/mcshim-stats
 SHARED_O = $(call obj,preload/lib/shared.c)
 
-.PHONY: all test unit integration check-core test-sanitize demo bench fuzz fuzz-short install clean deps
+.PHONY: all test unit integration integration-paths check-core test-sanitize demo bench fuzz fuzz-short install clean deps
 
 all: $(LIB) $(TOOL_BIN) $(STATS)
 
@@ -105,11 +105,21 @@ integration: all
 test-sanitize:
 	$(MAKE) SANITIZE=1 unit integration
 
+# The same clients both ways (docs/fastpath.md): pymemcache with blocking sockets, so
+# the fast path carries the chaos and client tests, then with the fast path off.
+FASTPATH_TESTS = test_availability*,test_failures*,test_pymemcache*
+integration-paths: all
+	MCSHIM_TEST_BLOCKING=1 MCSHIM_TEST_PATTERN='$(FASTPATH_TESTS)' MCSHIM_BUILD=$(abspath $(BUILD)) \
+	    $(PYTHON) tests/integration/run.py
+	MCSHIM_TEST_BLOCKING=1 MCSHIM_TEST_FAST_PATH=off MCSHIM_TEST_PATTERN='$(FASTPATH_TESTS)' \
+	    MCSHIM_BUILD=$(abspath $(BUILD)) $(PYTHON) tests/integration/run.py
+
 test: deps
 	$(MAKE) all
 	$(MAKE) check-core
 	$(MAKE) unit
 	$(MAKE) integration
+	$(MAKE) integration-paths
 	$(MAKE) test-sanitize
 	$(MAKE) fuzz-short
 

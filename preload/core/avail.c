@@ -248,6 +248,9 @@ send_copy(struct mcs_machine *m, struct mcs_request *r, uint32_t s, enum mcs_cop
     };
     enum mcs_cmd cmd = action == MCS_COPY_ARITH ? r->cmd : cmd_of[action];
     struct mcs_request *c = own_request(m, MCS_REQ_COPY, cmd, s, r != NULL ? r->conn : 0);
+    if (c != NULL && r != NULL) {
+        mcs_request_origin(c, r->session != NULL ? r->session : r->origin);
+    }
     struct mcs_buf line = { 0 };
     int rc = c == NULL ? -1 : 0;
     if (rc == 0) {
@@ -344,6 +347,9 @@ mcs_avail_drop_key(struct mcs_machine *m, struct mcs_session *c, const char *key
     for (uint32_t i = 0; i < n; i++) {
         struct mcs_buf line = { 0 };
         struct mcs_request *d = usable(m, t[i]) ? own_request(m, MCS_REQ_COPY, MCS_CMD_DELETE, t[i], c->id) : NULL;
+        if (d != NULL) {
+            mcs_request_origin(d, c);
+        }
         int rc = d == NULL || (d->keys = mcs_malloc(len ? len : 1)) == NULL ? -1 : 0;
         if (rc == 0 && c->proto == MCS_PROTO_BINARY) {
             struct mcs_bin_msg msg = { .opcode = MCS_BIN_OP_DELETE, .key = key, .key_len = (uint16_t)len };
@@ -652,6 +658,7 @@ warm_hit(struct mcs_machine *m, struct mcs_sub *sub, const char *data, uint32_t 
     if (f == NULL) {
         return;
     }
+    mcs_request_origin(f, r->session != NULL ? r->session : r->origin);
     struct mcs_buf line = { 0 };
     char tail[96];
     const char *value = data;   /* sent after line (text add: as the server sent it, with its CRLF) */

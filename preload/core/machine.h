@@ -106,7 +106,8 @@ struct mcs_sub {
 struct mcs_request {
     struct mcs_request *next;   /* in the session pipeline */
     struct mcs_session *session; /* NULL once detached, and for background jobs */
-    /* noreply: the session that sent it, while both live (in its list `unanswered`) */
+    /* noreply, and jobs a session's requests caused on its connections (copies,
+     * fills, drops of a key): that session, while both live (its list `unanswered`) */
     struct mcs_session *origin;
     struct mcs_request *onext;
     struct mcs_request *oprev;
@@ -180,9 +181,10 @@ struct mcs_session {
     enum mcs_proto proto;
     struct mcs_request *head;   /* pipeline, oldest first */
     struct mcs_request *tail;
-    /* its noreply requests still owed a reply by their server (which the shim
-     * drops): a driver that sends the next request some other way than the
-     * session's own connection must not overtake them */
+    /* requests it caused that no reply of its waits for, still owed one by their
+     * server: noreply ones, copies, warm-up fills, drops of a key
+     * (mcs_request_origin). A driver that sends the session's next request some
+     * other way than its own connections must not overtake them. */
     struct mcs_request *unanswered;
     uint32_t inflight;
     size_t   held;              /* reply bytes held by its pipeline's requests (not yet in out) */

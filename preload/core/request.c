@@ -83,6 +83,21 @@ struct request_one {
     struct mcs_sub sub;
 };
 
+void
+mcs_request_origin(struct mcs_request *r, struct mcs_session *c)
+{
+    if (c == NULL || r->origin != NULL) {
+        return;
+    }
+    r->origin = c;
+    r->oprev = NULL;
+    r->onext = c->unanswered;
+    if (c->unanswered != NULL) {
+        c->unanswered->oprev = r;
+    }
+    c->unanswered = r;
+}
+
 /* A new request with nsubs subs; unless detached (noreply, or the engine's
  * own), it joins the client's pipeline. */
 struct mcs_request *
@@ -109,12 +124,7 @@ mcs_request_new(struct mcs_machine *m, struct mcs_session *c, enum mcs_cmd cmd, 
     }
     r->conn = c != NULL ? c->id : 0;
     if (detached && c != NULL) {
-        r->origin = c;
-        r->onext = c->unanswered;
-        if (c->unanswered != NULL) {
-            c->unanswered->oprev = r;
-        }
-        c->unanswered = r;
+        mcs_request_origin(r, c);
     }
     if (!detached && c != NULL) {
         r->session = c;

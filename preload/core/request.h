@@ -29,6 +29,10 @@ int mcs_reply_unavailable(const struct mcs_machine *m, uint32_t server, bool lin
 void mcs_request_unavailable(struct mcs_machine *m, struct mcs_request *r, uint32_t server);
 
 /* request.c */
+/* r (detached: noreply, or a job such as a copy, a fill or a drop of a key) was
+ * caused by session c's requests and travels on its connections: it joins c's
+ * list `unanswered` until it is freed or c closes. */
+void mcs_request_origin(struct mcs_request *r, struct mcs_session *c);
 struct mcs_request *mcs_request_new(struct mcs_machine *m, struct mcs_session *c, enum mcs_cmd cmd, uint32_t nsubs,
                                     bool detached);
 void mcs_request_free(struct mcs_machine *m, struct mcs_request *r);

@@ -58,6 +58,10 @@ bool mcs_fast_write(struct mcs_fast *h, const struct iovec *iov, int iovcnt, ssi
 /* Bytes the application is writing to h's socketpair (the engine path): add
  * before the write, take back what it did not write after (n < 0). */
 void mcs_fast_unread(struct mcs_fast *h, int64_t n);
+/* The application set (or cleared) SO_RCVTIMEO or SO_SNDTIMEO (which) on h's
+ * connection: while either is set its writes stay on the engine path, so its own
+ * timeouts keep bounding its waits. */
+void mcs_fast_app_timeout(struct mcs_fast *h, int which, bool set);
 /* A write on h's connection goes to the engine thread (counted). */
 void mcs_fast_declined(struct mcs_fast *h);
 /* Fork child: the free list's lock may have been held by a thread that is gone. */

@@ -64,6 +64,7 @@ struct mcs_fast {
     struct mcs_engine *e;       /* engines are never freed */
     struct mcs_client *client;  /* e->mlock: NULL until attached and once closed */
     _Atomic int64_t unread;     /* bytes written to the socketpair that the engine has not read */
+    _Atomic uint8_t app_timeouts; /* bit 0: SO_RCVTIMEO set, bit 1: SO_SNDTIMEO (the engine path keeps them) */
     struct mcs_fast *next_free;
 };
 
@@ -118,6 +119,7 @@ fast_new(struct mcs_engine *e)
     h->client = NULL;
     h->next_free = NULL;
     atomic_store(&h->unread, 0);
+    atomic_store(&h->app_timeouts, 0);
     atomic_store(&h->refs, 2);   /* the caller's (the descriptor's record) and the engine's */
     return h;
 }
@@ -162,6 +164,17 @@ void
 mcs_fast_engine_read(struct mcs_fast *h, size_t n)
 {
     atomic_fetch_sub(&h->unread, (int64_t)n);
+}
+
+void
+mcs_fast_app_timeout(struct mcs_fast *h, int which, bool set)
+{
+    uint8_t bit = which == SO_SNDTIMEO ? 2 : 1;
+    if (set) {
+        atomic_fetch_or(&h->app_timeouts, bit);
+    } else {
+        atomic_fetch_and(&h->app_timeouts, (uint8_t)~bit);
+    }
 }
 
 void
@@ -259,17 +272,17 @@ op_conn(struct fast_op *op, uint32_t server, enum mcs_proto proto)
     return fc;
 }
 
-/* The write's subs: its session's requests (noreply ones too: the next request
- * must not overtake them on another connection), and the copies its sync
- * writes wait for. Async copies and warm-up fills go to the engine: a slow copy
- * must not hold up the application. */
+/* The write's subs: its session's requests, and what they cause on their
+ * connections (noreply requests, copies, warm-up fills, drops of a key): the
+ * session's next request must not overtake them, and on another thread's
+ * connection it could. */
 static bool
 op_owns(const struct fast_op *op, const struct mcs_sub *sub)
 {
     const struct mcs_request *r = sub->req;
     const struct mcs_session *s = &op->c->s;
-    if (r->kind == MCS_REQ_CLIENT) {
-        return r->session == s || r->origin == s;
+    if (r->session == s || r->origin == s) {
+        return true;
     }
     return r->kind == MCS_REQ_COPY && r->job.copy.parent != NULL && r->job.copy.parent->session == s;
 }
@@ -675,7 +688,7 @@ op_dispatch(struct fast_op *op, const char *p, size_t len)
 bool
 mcs_fast_write(struct mcs_fast *h, const struct iovec *iov, int iovcnt, ssize_t *result)
 {
-    if (in_write || iovcnt <= 0) {
+    if (in_write || iovcnt <= 0 || atomic_load_explicit(&h->app_timeouts, memory_order_relaxed) != 0) {
         return false;
     }
     size_t total = 0;
@@ -723,6 +736,7 @@ mcs_fast_write(struct mcs_fast *h, const struct iovec *iov, int iovcnt, ssize_t 
     e->m.unix_s = (uint64_t)time(NULL);
     uint64_t tick_before = e->m.tick_ms;
     mcs_machine_sync(&e->m);
+    uint64_t synced_ms = e->m.now_ms;
     size_t used = op_dispatch(&op, p, total);
     if (used == 0) {
         c->fast_busy = false;
@@ -749,6 +763,10 @@ mcs_fast_write(struct mcs_fast *h, const struct iovec *iov, int iovcnt, ssize_t 
         }
         current_op = &op;
         e->m.now_ms = mcs_engine_clock_ms();
+        if (e->m.now_ms - synced_ms >= MCS_FAST_SLICE_MS / 2) {
+            synced_ms = e->m.now_ms;
+            mcs_machine_sync(&e->m);   /* a long wait: another process may have found the server down */
+        }
         op_settle(&op, out, in);
     }
     current_op = NULL;

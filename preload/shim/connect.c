@@ -304,6 +304,12 @@ mcs_shim_connect(int fd, const struct sockaddr *addr, socklen_t len, bool *handl
         if (carried[i].len > 0) {
             mcs_real.setsockopt(fd, SOL_SOCKET, carried[i].name, carried[i].value, carried[i].len);
         }
+        if (fast != NULL && (carried[i].name == SO_RCVTIMEO || carried[i].name == SO_SNDTIMEO)
+            && carried[i].len == sizeof(struct timeval)) {
+            struct timeval tv;
+            memcpy(&tv, carried[i].value, sizeof(tv));
+            mcs_fast_app_timeout(fast, carried[i].name, tv.tv_sec != 0 || tv.tv_usec != 0);
+        }
     }
     record_identity(fd, vc);
     mcs_vconn_forget_locked(fd);

@@ -13,6 +13,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
+#include <sys/time.h>
 
 #include "preload/lib/fdtab.h"
 #include "preload/lib/real.h"
@@ -53,6 +54,15 @@ tcp_check(int level, int name, socklen_t len, bool set)
     return ENOPROTOOPT;
 }
 
+/* The socket's SO_RCVTIMEO or SO_SNDTIMEO (name) is not zero (as the kernel keeps it). */
+static bool
+timeout_set(int fd, int name)
+{
+    struct timeval tv = { 0, 0 };
+    socklen_t l = sizeof(tv);
+    return mcs_real.getsockopt(fd, SOL_SOCKET, name, &tv, &l) == 0 && (tv.tv_sec != 0 || tv.tv_usec != 0);
+}
+
 static int
 store(struct mcs_vconn *vc, int level, int name, const void *val, socklen_t len)
 {
@@ -86,6 +96,10 @@ setsockopt(int fd, int level, int name, const void *val, socklen_t len)
         rc = mcs_real.setsockopt(fd, level, name, val, len);
         if (rc != 0 && level == SOL_SOCKET && (errno == EOPNOTSUPP || errno == ENOPROTOOPT)) {
             rc = store(vc, level, name, val, len);
+        }
+        struct mcs_fast *h = atomic_load(&vc->fast);
+        if (rc == 0 && h != NULL && level == SOL_SOCKET && (name == SO_RCVTIMEO || name == SO_SNDTIMEO)) {
+            mcs_fast_app_timeout(h, name, timeout_set(fd, name));
         }
     }
     mcs_fdtab_unlock();

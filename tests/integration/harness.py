@@ -386,6 +386,9 @@ def preload_env(servers, intercept, extra=None, base=None):
         env["ASAN_OPTIONS"] = "detect_leaks=0:verify_asan_link_order=0:abort_on_error=1"
         env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
     env["LD_PRELOAD"] = " ".join(preload)
+    # make test's engine-path pass: every shim in the run without the fast path
+    if os.environ.get("MCSHIM_TEST_FAST_PATH"):
+        env["MCSHIM_FAST_PATH"] = os.environ["MCSHIM_TEST_FAST_PATH"]
     if servers is not None:
         env["MCSHIM_SERVERS"] = servers
     if intercept is not None:

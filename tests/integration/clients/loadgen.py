@@ -38,6 +38,22 @@ import time
 SAMPLES = 20
 
 
+# MCSHIM_TEST_BLOCKING=1 (make test's fast-path pass): pymemcache uses blocking sockets.
+BLOCKING = os.environ.get("MCSHIM_TEST_BLOCKING") == "1"
+
+
+def shim_fast_requests(args):
+    """The shim's fast_requests counter (stats mcshim), or None without a shim."""
+    if args.client != "pymemcache":
+        return None
+    try:
+        st = make_client(args.client, args.addr, args.timeout).stats("mcshim")
+        v = st.get(b"fast_requests", st.get("fast_requests"))
+        return int(v) if v is not None else None
+    except Exception:  # noqa: BLE001 (a direct run has no such stats)
+        return None
+
+
 def parse_addr(addr):
     host, port = addr.rsplit(":", 1)
     return host, int(port)
@@ -47,6 +63,10 @@ def make_client(kind, addr, timeout):
     """One client with its own connection to addr. timeout: seconds for each reply."""
     if kind == "pymemcache":
         from pymemcache.client.base import Client
+        if BLOCKING:
+            # blocking sockets (no timeout): the shim's fast path carries the load and
+            # the shim's own timeout bounds every wait
+            return Client(parse_addr(addr), default_noreply=False)
         return Client(parse_addr(addr), connect_timeout=timeout, timeout=timeout, default_noreply=False)
     if kind == "pylibmc":
         import pylibmc
@@ -232,6 +252,8 @@ def load(args):
         "setup_seconds": round(setup_seconds, 3),
         "loop_seconds": round(loop_seconds, 3),
         "stuck_threads": sum(1 for t in threads if t.is_alive()),
+        "blocking": BLOCKING,
+        "fast_requests": shim_fast_requests(args),
     }
     return report
 
