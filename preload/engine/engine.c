@@ -215,6 +215,13 @@ mcs_engine_has_work(const struct mcs_engine *e)
            || e->unstall_wanted || e->wake_paused;
 }
 
+bool
+mcs_engine_intact(struct mcs_engine *e)
+{
+    struct engine_box *b = (struct engine_box *)e;   /* e is the box's first member */
+    return !atomic_load(&b->dead) && is_file(b->wake_wr, b->wake_wr_ino, b->wake_dev);
+}
+
 void
 mcs_engine_wake(struct mcs_engine *e)
 {

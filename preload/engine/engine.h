@@ -62,6 +62,11 @@ void mcs_fast_unread(struct mcs_fast *h, int64_t n);
  * connection: while either is set its writes stay on the engine path, so its own
  * timeouts keep bounding its waits. */
 void mcs_fast_app_timeout(struct mcs_fast *h, int which, bool set);
+/* The connection's descriptor may block (O_NONBLOCK clear): as last seen,
+ * read again with fcntl(F_GETFL) when that is older than a few milliseconds. */
+bool mcs_fast_blocking(struct mcs_fast *h, int fd);
+/* The application set or cleared O_NONBLOCK (fcntl F_SETFL, ioctl FIONBIO). */
+void mcs_fast_set_nonblock(struct mcs_fast *h, bool nonblock);
 /* A write on h's connection goes to the engine thread (counted). */
 void mcs_fast_declined(struct mcs_fast *h);
 /* Fork child: the free list's lock may have been held by a thread that is gone. */

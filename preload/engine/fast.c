@@ -44,6 +44,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -58,6 +59,10 @@
 #define MCS_FAST_STACK     4096          /* a gathered write up to this size stays on the stack */
 #define MCS_FAST_SLICE_MS  20            /* a longer wait looks at the servers' health in between */
 #define MCS_FAST_MAX_CONNS 16            /* distinct servers one write may wait on at once (poll set) */
+/* How long O_NONBLOCK as read by fcntl(F_GETFL) stays good (changes through
+ * fcntl() and ioctl(FIONBIO) are seen at once). Every system call counts here:
+ * on a virtualised host each costs 1-2 us, about a tenth of a whole round trip. */
+#define MCS_FAST_RECHECK_MS 2
 
 struct mcs_fast {
     _Atomic uint32_t refs;      /* 0: free (on the free list) */
@@ -65,6 +70,8 @@ struct mcs_fast {
     struct mcs_client *client;  /* e->mlock: NULL until attached and once closed */
     _Atomic int64_t unread;     /* bytes written to the socketpair that the engine has not read */
     _Atomic uint8_t app_timeouts; /* bit 0: SO_RCVTIMEO set, bit 1: SO_SNDTIMEO (the engine path keeps them) */
+    _Atomic bool nonblock;      /* O_NONBLOCK as last seen (mcs_fast_blocking) */
+    _Atomic uint64_t nonblock_ms; /* when (coarse clock); 0: never */
     struct mcs_fast *next_free;
 };
 
@@ -75,6 +82,7 @@ struct mcs_fast_conn {
     bool     broken;            /* failed: why */
     bool     fresh;             /* opened by this write: counted and identified under the lock */
     bool     got;               /* bytes arrived since the machine last saw it */
+    bool     gone;              /* a call on fd said EBADF or ENOTSOCK: closed behind our back */
     enum mcs_failure why;
     struct mcs_buf out;
     struct mcs_buf in;
@@ -120,6 +128,7 @@ fast_new(struct mcs_engine *e)
     h->next_free = NULL;
     atomic_store(&h->unread, 0);
     atomic_store(&h->app_timeouts, 0);
+    atomic_store(&h->nonblock_ms, 0);
     atomic_store(&h->refs, 2);   /* the caller's (the descriptor's record) and the engine's */
     return h;
 }
@@ -175,6 +184,36 @@ mcs_fast_app_timeout(struct mcs_fast *h, int which, bool set)
     } else {
         atomic_fetch_and(&h->app_timeouts, (uint8_t)~bit);
     }
+}
+
+/* A coarse clock in ms: a few ns (vDSO), resolution of a few ms. */
+static uint64_t
+coarse_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u + 1;   /* never 0 */
+}
+
+void
+mcs_fast_set_nonblock(struct mcs_fast *h, bool nonblock)
+{
+    atomic_store(&h->nonblock, nonblock);
+    atomic_store(&h->nonblock_ms, coarse_ms());
+}
+
+bool
+mcs_fast_blocking(struct mcs_fast *h, int fd)
+{
+    uint64_t now = coarse_ms();
+    if (now - atomic_load_explicit(&h->nonblock_ms, memory_order_relaxed) > MCS_FAST_RECHECK_MS) {
+        int fl = mcs_real.fcntl(fd, F_GETFL);
+        if (fl < 0) {
+            return false;
+        }
+        mcs_fast_set_nonblock(h, (fl & O_NONBLOCK) != 0);
+    }
+    return !atomic_load_explicit(&h->nonblock, memory_order_relaxed);
 }
 
 void
@@ -242,8 +281,10 @@ op_conn(struct fast_op *op, uint32_t server, enum mcs_proto proto)
     while ((fc = e->fast_idle[i]) != NULL) {
         e->fast_idle[i] = fc->next;
         /* The host may have closed the number behind our back (raw syscalls) and
-         * have a file of its own there now: prove it is still our socket. */
-        if (mcs_fdtab_internal_valid(fc->fd, mcs_fdtab_get(fc->fd))) {
+         * have a file of its own there now. The write proved the engine's
+         * descriptors intact (client_fd_valid); once a descriptor was found gone,
+         * each is proven before use. */
+        if (!e->fast_suspect || mcs_fdtab_internal_valid(fc->fd, mcs_fdtab_get(fc->fd))) {
             break;
         }
         mcs_fdtab_release(fc->fd, e->gen, false);   /* a stale mark: cleared, nothing closed */
@@ -254,7 +295,7 @@ op_conn(struct fast_op *op, uint32_t server, enum mcs_proto proto)
     }
     if (fc != NULL) {
         /* taken from the pool */
-    } else if (e->fast_open[i] < e->cfg->fast_connections) {
+    } else if (e->fast_open[i] < e->cfg->fast_connections && !e->fast_suspect) {
         fc = mcs_calloc(1, sizeof(*fc));
         if (fc == NULL) {
             return NULL;
@@ -275,7 +316,8 @@ op_conn(struct fast_op *op, uint32_t server, enum mcs_proto proto)
 /* The write's subs: its session's requests, and what they cause on their
  * connections (noreply requests, copies, warm-up fills, drops of a key): the
  * session's next request must not overtake them, and on another thread's
- * connection it could. */
+ * connection it could. Also the identification of a server its new connection
+ * reached first: done here, it leaves the engine thread nothing to do later. */
 static bool
 op_owns(const struct fast_op *op, const struct mcs_sub *sub)
 {
@@ -283,6 +325,9 @@ op_owns(const struct fast_op *op, const struct mcs_sub *sub)
     const struct mcs_session *s = &op->c->s;
     if (r->session == s || r->origin == s) {
         return true;
+    }
+    if (r->kind == MCS_REQ_IDENTIFY) {
+        return true;   /* only this write's new connections ask for it now (op_settle) */
     }
     return r->kind == MCS_REQ_COPY && r->job.copy.parent != NULL && r->job.copy.parent->session == s;
 }
@@ -362,25 +407,33 @@ conn_open(struct mcs_engine *e, struct mcs_fast_conn *fc, uint64_t deadline)
         int one = 1;
         mcs_real.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
-    if (mcs_real.connect(fd, sa, ep->addrlens[0]) == 0) {
-        return;
+    if (mcs_real.connect(fd, sa, ep->addrlens[0]) != 0) {
+        if (errno != EINPROGRESS) {
+            broke(fc, MCS_FAILURE_CONNECT);
+            return;
+        }
+        struct pollfd p = { .fd = fd, .events = POLLOUT };
+        int n;
+        do {
+            n = poll(&p, 1, ms_until(deadline, mcs_engine_clock_ms()));
+        } while (n < 0 && errno == EINTR);
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (n <= 0) {
+            broke(fc, n == 0 ? MCS_FAILURE_TIMEOUT : MCS_FAILURE_CONNECT);
+            return;
+        }
+        if (mcs_real.getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+            broke(fc, MCS_FAILURE_CONNECT);
+            return;
+        }
     }
-    if (errno != EINPROGRESS) {
-        broke(fc, MCS_FAILURE_CONNECT);
-        return;
-    }
-    struct pollfd p = { .fd = fd, .events = POLLOUT };
-    int n;
-    do {
-        n = poll(&p, 1, ms_until(deadline, mcs_engine_clock_ms()));
-    } while (n < 0 && errno == EINTR);
-    int err = 0;
-    socklen_t len = sizeof(err);
-    if (n <= 0) {
-        broke(fc, n == 0 ? MCS_FAILURE_TIMEOUT : MCS_FAILURE_CONNECT);
-    } else if (mcs_real.getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
-        broke(fc, MCS_FAILURE_CONNECT);
-    }
+    /* Connected: blocking from now on, so a write that waits for one server waits
+     * in one recv() (bounded by SO_RCVTIMEO), not poll() then recv(); every other
+     * call passes MSG_DONTWAIT. */
+    struct timeval tv = { 0, MCS_FAST_SLICE_MS * 1000 };
+    mcs_real.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    mcs_real.fcntl(fd, F_SETFL, 0);
 }
 
 /* Sends what fc has queued, waiting for room at most until deadline. */
@@ -401,6 +454,7 @@ conn_flush(struct mcs_fast_conn *fc, uint64_t deadline, uint64_t *bytes_out)
                 broke(fc, MCS_FAILURE_TIMEOUT);
             }
         } else {
+            fc->gone = n < 0 && (errno == EBADF || errno == ENOTSOCK);
             broke(fc, MCS_FAILURE_RESET);
         }
     }
@@ -409,9 +463,10 @@ conn_flush(struct mcs_fast_conn *fc, uint64_t deadline, uint64_t *bytes_out)
     }
 }
 
-/* Reads what fc's server sent. */
+/* Reads what fc's server sent. wait: the first read may wait (up to
+ * MCS_FAST_SLICE_MS, the connection's SO_RCVTIMEO) for the first byte. */
 static void
-conn_read(struct mcs_fast_conn *fc, uint64_t *bytes_in)
+conn_read(struct mcs_fast_conn *fc, uint64_t *bytes_in, bool wait)
 {
     for (int round = 0; round < 8 && !fc->broken; round++) {
         if (mcs_buf_reserve(&fc->in, MCS_BACKEND_READ_CHUNK) != 0) {
@@ -419,7 +474,7 @@ conn_read(struct mcs_fast_conn *fc, uint64_t *bytes_in)
             return;
         }
         size_t room = fc->in.cap - fc->in.end;
-        ssize_t n = recv(fc->fd, fc->in.data + fc->in.end, room, MSG_DONTWAIT);
+        ssize_t n = recv(fc->fd, fc->in.data + fc->in.end, room, wait && round == 0 ? 0 : MSG_DONTWAIT);
         if (n > 0) {
             fc->in.end += (size_t)n;
             fc->got = true;
@@ -432,6 +487,7 @@ conn_read(struct mcs_fast_conn *fc, uint64_t *bytes_in)
         } else if (errno == EINTR) {
             continue;
         } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            fc->gone = errno == EBADF || errno == ENOTSOCK;
             broke(fc, MCS_FAILURE_RESET);
         } else {
             return;
@@ -469,13 +525,17 @@ op_io(struct fast_op *op, uint64_t now, uint64_t *bytes_out, uint64_t *bytes_in)
     if (n == 0) {
         return;
     }
+    if (n == 1 && wake >= now + MCS_FAST_SLICE_MS) {
+        conn_read(who[0], bytes_in, true);   /* one server: one blocking recv() */
+        return;
+    }
     int r;
     do {
         r = poll(pfd, n, ms_until(wake, mcs_engine_clock_ms()));
     } while (r < 0 && errno == EINTR);
     for (nfds_t i = 0; r > 0 && i < n; i++) {
         if (pfd[i].revents != 0) {
-            conn_read(who[i], bytes_in);
+            conn_read(who[i], bytes_in, false);
         }
     }
 }
@@ -556,6 +616,12 @@ op_settle(struct fast_op *op, uint64_t bytes_out, uint64_t bytes_in)
     e->m.stats.backend_bytes_in += bytes_in;
     bool waiting = false;
     for (struct mcs_fast_conn *fc = op->conns; fc != NULL; fc = fc->next) {
+        if (fc->gone) {
+            /* Our descriptor was closed behind our back (raw syscalls): until the
+             * engine notices and retires, every descriptor is proven before use
+             * and no new one is opened here. */
+            e->fast_suspect = true;
+        }
         if (fc->fresh) {
             fc->fresh = false;
             e->m.router.servers[fc->server].stats.connects++;
@@ -628,6 +694,9 @@ op_flush(struct fast_op *op)
         } else if (n < 0 && errno == EINTR) {
             continue;
         } else {
+            if (n < 0 && (errno == EBADF || errno == ENOTSOCK)) {
+                e->fast_suspect = true;
+            }
             break;   /* full, or broken: the engine's flush deals with it */
         }
     }
@@ -639,13 +708,20 @@ op_flush(struct fast_op *op)
     }
 }
 
-/* c's descriptor is still the engine's end of its socketpair (not a number the
- * host closed behind our back and reused). */
+/* The engine's descriptors are still its own: hosts that close descriptors
+ * behind our back (raw close_range, a daemon's close loop) close them all, and
+ * the engine's wake-up socket, proven on every fast-path write (one fstat), is
+ * among them, as on every turn of the engine's loop. While the engine is
+ * suspect (a send of ours found a descriptor gone), c's own descriptor is
+ * proven too. */
 static bool
-client_fd_valid(const struct mcs_client *c)
+client_fd_valid(struct mcs_engine *e, struct mcs_client *c)
 {
+    if (!mcs_engine_intact(e)) {
+        return false;
+    }
     struct stat st;
-    return fstat(c->fd, &st) == 0 && st.st_ino == c->ino && st.st_dev == c->dev;
+    return !e->fast_suspect || (fstat(c->fd, &st) == 0 && st.st_ino == c->ino && st.st_dev == c->dev);
 }
 
 static bool
@@ -726,13 +802,16 @@ mcs_fast_write(struct mcs_fast *h, const struct iovec *iov, int iovcnt, ssize_t 
     bool taken = false;
     pthread_mutex_lock(&e->mlock);
     struct mcs_client *c = h->client;
-    if (e->torn_down || c == NULL || !session_idle(c) || atomic_load(&h->unread) != 0 || !client_fd_valid(c)) {
+    if (e->torn_down || c == NULL || !session_idle(c) || atomic_load(&h->unread) != 0) {
+        goto out;
+    }
+    e->m.now_ms = mcs_engine_clock_ms();
+    if (!client_fd_valid(e, c)) {
         goto out;
     }
     struct fast_op op = { .e = e, .c = c };
     current_op = &op;
     c->fast_busy = true;
-    e->m.now_ms = mcs_engine_clock_ms();
     e->m.unix_s = (uint64_t)time(NULL);
     uint64_t tick_before = e->m.tick_ms;
     mcs_machine_sync(&e->m);

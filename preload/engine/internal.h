@@ -97,6 +97,7 @@ struct mcs_engine {
     pthread_t thread;
     pthread_mutex_t mlock;      /* the machine and all below, but incoming (see above) */
     bool     torn_down;         /* retired and its memory freed: nothing may touch the machine */
+    bool     fast_suspect;      /* a fast-path call found one of our descriptors closed behind our back */
     pthread_mutex_t lock;       /* guards incoming */
     struct mcs_incoming *incoming;
     size_t   nincoming;
@@ -145,6 +146,8 @@ extern const struct mcs_driver mcs_engine_driver;
 /* engine.c */
 /* Wakes the engine thread (any thread; one byte on its wake-up socket). */
 void mcs_engine_wake(struct mcs_engine *e);
+/* The engine's wake-up socket is still its own (one fstat; any thread). */
+bool mcs_engine_intact(struct mcs_engine *e);
 /* The engine has work the loop must do before it sleeps (under mlock). */
 bool mcs_engine_has_work(const struct mcs_engine *e);
 

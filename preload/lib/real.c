@@ -28,6 +28,7 @@ real_resolve_all(void)
     mcs_real.dup2 = (int (*)(int, int))resolve("dup2");
     mcs_real.dup3 = (int (*)(int, int, int))resolve("dup3");
     mcs_real.fcntl = (int (*)(int, int, ...))resolve("fcntl");
+    mcs_real.ioctl = (int (*)(int, unsigned long, ...))resolve("ioctl");
     mcs_real.close_range = (int (*)(unsigned int, unsigned int, int))resolve("close_range");
     mcs_real.closefrom = (void (*)(int))resolve("closefrom");
     mcs_real.fclose = (int (*)(FILE *))resolve("fclose");
@@ -42,7 +43,7 @@ real_resolve_all(void)
     mcs_real.sendmsg = (ssize_t(*)(int, const struct msghdr *, int))resolve("sendmsg");
     mcs_real.sendmmsg = (int (*)(int, struct mmsghdr *, unsigned int, int))resolve("sendmmsg");
     real_status = (mcs_real.socket && mcs_real.connect && mcs_real.close && mcs_real.dup && mcs_real.dup2
-                   && mcs_real.dup3 && mcs_real.fcntl && mcs_real.fclose && mcs_real.setsockopt
+                   && mcs_real.dup3 && mcs_real.fcntl && mcs_real.ioctl && mcs_real.fclose && mcs_real.setsockopt
                    && mcs_real.getsockopt && mcs_real.getpeername && mcs_real.getsockname)
                       ? 0
                       : -1;

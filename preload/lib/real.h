@@ -24,6 +24,7 @@ struct mcs_real_fns {
     int (*dup2)(int, int);
     int (*dup3)(int, int, int);
     int (*fcntl)(int, int, ...);
+    int (*ioctl)(int, unsigned long, ...);
     int (*close_range)(unsigned int, unsigned int, int);
     void (*closefrom)(int);
     int (*fclose)(FILE *);

@@ -7,6 +7,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdint.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "preload/lib/fdtab.h"
@@ -81,6 +84,27 @@ fcntl(int fd, int cmd, ...)
     int r = mcs_real.fcntl(fd, cmd, arg);
     if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) {
         after_dup(fd, r);
+    } else if (cmd == F_SETFL && r == 0) {
+        mcs_shim_nonblock_changed(fd, ((int)(intptr_t)arg & O_NONBLOCK) != 0);
+    }
+    return r;
+}
+
+/* ioctl: FIONBIO on an intercepted connection is noted for the fast path
+ * (docs/fastpath.md); everything goes to libc. */
+MCS_EXPORT int
+ioctl(int fd, unsigned long request, ...)
+{
+    va_list ap;
+    va_start(ap, request);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    mcs_real_init();
+    int r = mcs_real.ioctl != NULL ? mcs_real.ioctl(fd, request, arg) : (int)syscall(SYS_ioctl, fd, request, arg);
+    if (request == FIONBIO && r == 0 && arg != NULL) {
+        int saved = errno;
+        mcs_shim_nonblock_changed(fd, *(const int *)arg != 0);
+        errno = saved;
     }
     return r;
 }

@@ -34,15 +34,15 @@ fast_of(int fd)
     return mcs_vconn_fast(fd);
 }
 
-/* The descriptor blocks (so may the call): the fast path may wait in it. */
-static bool
-blocking(int fd, int flags)
+
+void
+mcs_shim_nonblock_changed(int fd, bool nonblock)
 {
-    if (flags & (MSG_DONTWAIT | MSG_OOB)) {
-        return false;
+    struct mcs_fast *h = fast_of(fd);
+    if (h != NULL) {
+        mcs_fast_set_nonblock(h, nonblock);
+        mcs_fast_unref(h);
     }
-    int fl = mcs_real.fcntl(fd, F_GETFL);
-    return fl >= 0 && !(fl & O_NONBLOCK);
 }
 
 /* The write the fast path did not take: made, then counted before the call
@@ -62,10 +62,11 @@ blocking(int fd, int flags)
         return r_;                                 \
     } while (0)
 
+/* The call may block (blocking descriptor, no MSG_DONTWAIT): the fast path may wait in it. */
 static bool
 try_fast(struct mcs_fast *h, int fd, int flags, const struct iovec *iov, int n, ssize_t *r)
 {
-    if (!blocking(fd, flags) || !mcs_fast_write(h, iov, n, r)) {
+    if ((flags & (MSG_DONTWAIT | MSG_OOB)) || !mcs_fast_blocking(h, fd) || !mcs_fast_write(h, iov, n, r)) {
         return false;
     }
     mcs_fast_unref(h);

@@ -84,6 +84,9 @@ int mcs_shim_connect(int fd, const struct sockaddr *addr, socklen_t len, bool *h
  * current engine. Returns 0, or -1 with errno set and fd untouched. */
 int mcs_vconn_restream(const struct mcs_config *cfg, int fd, struct mcs_vconn *vc);
 
+/* io.c: O_NONBLOCK of fd was set or cleared (fcntl F_SETFL, ioctl FIONBIO) */
+void mcs_shim_nonblock_changed(int fd, bool nonblock);
+
 /* fork.c */
 void mcs_fork_register(void);
 

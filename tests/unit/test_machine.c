@@ -732,7 +732,11 @@ copy_row_run(const struct copy_row *row, enum mcs_write_mode mode)
         sent_k(&f, 0, row->req, k);
     }
     fd_expect_none(&f, 1);
+    /* a noreply request is owed its (dropped) answer: the session knows (mcs_request_origin) */
+    assert_true((c->s.unanswered != NULL) == noreply);
     answer_k(&f, 0, row->reply, k);
+    /* a copy in flight is the session's too, until answered */
+    assert_true((c->s.unanswered != NULL) == (row->copy != NULL));
     bool waits = mode == MCS_WRITE_SYNC && row->copy != NULL && !row->read;
     if (noreply || waits) {
         out_none(&f, c);
@@ -753,10 +757,39 @@ copy_row_run(const struct copy_row *row, enum mcs_write_mode mode)
         }
     }
     out_none(&f, c);
+    assert_null(c->s.unanswered);
     fd_expect_none(&f, 0);
     fd_expect_none(&f, 1);
     assert_int_equal(missed_count(&f, 0), 0);
     assert_int_equal(missed_count(&f, 1), 0);
+    fd_expect_idle(&f);
+    fd_free(&f);
+}
+
+/* What a session caused and no reply of its waits for (noreply requests, copies)
+ * stays on its list `unanswered` until answered; a session that closes first
+ * forgets them, and their answers still arrive safely. */
+static void
+test_unanswered_outlive_their_session(void **state)
+{
+    (void)state;
+    struct fake f;
+    assert_int_equal(fd_init(&f, &two_copies), 0);
+    char k[32];
+    fd_key(&f, "k", (const uint32_t[]){ 0, 1 }, 2, k, sizeof(k));
+    struct fd_client *c = fd_client_new(&f);
+    send_k(&f, c, "set $ 0 0 1 noreply\r\nv\r\nset $ 0 0 1 noreply\r\nw\r\n", k);
+    sent_k(&f, 0, "set $ 0 0 1\r\nv\r\n", k);
+    sent_k(&f, 0, "set $ 0 0 1\r\nw\r\n", k);
+    assert_non_null(c->s.unanswered);
+    assert_non_null(c->s.unanswered->onext);
+    FD_ANSWER(&f, 0, "STORED\r\n");            /* the first: its copy goes out */
+    sent_k(&f, 1, "set $ 0 0 1\r\nv\r\n", k);
+    fd_client_close(&f, c);                       /* before the rest is answered */
+    FD_ANSWER(&f, 0, "STORED\r\n");
+    sent_k(&f, 1, "set $ 0 0 1\r\nw\r\n", k);
+    FD_ANSWER(&f, 1, "STORED\r\n");
+    FD_ANSWER(&f, 1, "STORED\r\n");
     fd_expect_idle(&f);
     fd_free(&f);
 }
@@ -2304,6 +2337,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_multiget_server_fails_midway_keys_move_in_order),
     cmocka_unit_test(test_multiget_keys_without_a_usable_target_miss),
     cmocka_unit_test(test_copy_rule_async),
+    cmocka_unit_test(test_unanswered_outlive_their_session),
     cmocka_unit_test(test_copy_rule_sync),
     cmocka_unit_test(test_copy_rule_meta),
     cmocka_unit_test(test_copy_rule_binary),
