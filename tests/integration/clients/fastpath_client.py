@@ -14,9 +14,10 @@ Modes:
                           quiet pipeline (getq...noop), meta commands, a request split
                           over two writes, and a write of several requests of which
                           the last is cut short
-  threads T N             T threads, each with its own blocking connection, N set+get
-                          pairs; then a fork: the child uses an inherited connection
-                          and a new one
+  threads T N [fork-first]  T threads, each with its own blocking connection, N
+                          set+get pairs; then a fork: the child uses an inherited
+                          connection and a new one (fork-first: the fork comes before
+                          the threads)
   frozen KEY OTHER        one blocking and one non-blocking `get KEY` while the test has
                           frozen KEY's server (after one round trip with OTHER, a key
                           of another server): how long each write() took, and the reply
@@ -183,30 +184,8 @@ def mode_mixed():
     print(json.dumps({"errors": errors[:10], "stats": st}))
 
 
-def mode_threads():
-    t, n = int(ARGS[0]), int(ARGS[1])
-    errors = []
-    lock = threading.Lock()
-
-    def work(i):
-        e = []
-        try:
-            s = connect(True)
-            pairs(s, n, b"th%d" % i, e)
-            s.close()
-        except Exception as ex:  # noqa: BLE001 (reported)
-            e.append(repr(ex))
-        with lock:
-            errors.extend(e)
-
-    keep = connect(True)
-    pairs(keep, 5, b"keep", errors)
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(t)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(120)
-    stuck = sum(th.is_alive() for th in threads)
+def fork_child(keep):
+    """Forks: the child uses `keep` (inherited) and a new connection. Returns its report."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -230,7 +209,37 @@ def mode_threads():
             break
         data += d
     os.waitpid(pid, 0)
-    child = json.loads(data or b'{"errors": ["no report from the child"], "stats": {}}')
+    return json.loads(data or b'{"errors": ["no report from the child"], "stats": {}}')
+
+
+def mode_threads():
+    t, n = int(ARGS[0]), int(ARGS[1])
+    fork_first = len(ARGS) > 2 and ARGS[2] == "fork-first"
+    errors = []
+    lock = threading.Lock()
+
+    def work(i):
+        e = []
+        try:
+            s = connect(True)
+            pairs(s, n, b"th%d" % i, e)
+            s.close()
+        except Exception as ex:  # noqa: BLE001 (reported)
+            e.append(repr(ex))
+        with lock:
+            errors.extend(e)
+
+    keep = connect(True)
+    pairs(keep, 5, b"keep", errors)
+    child = fork_child(keep) if fork_first else None
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(t)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(120)
+    stuck = sum(th.is_alive() for th in threads)
+    if child is None:
+        child = fork_child(keep)
     pairs(keep, 20, b"parent-after-fork", errors)
     print(json.dumps({"errors": errors[:10], "stuck": stuck, "child": child, "stats": stats(keep)}))
 
