@@ -19,10 +19,13 @@
  * least one whole request. Anything else goes to the engine path.
  *
  * What the machine asks while a thread runs a write (mcs_fast_send,
- * mcs_fast_ready): sends for that session's requests, and for the copies its
- * sync writes wait for, go on that thread's connections; everything else (async
- * copies, warm-up fills, probes, other sessions) goes to the engine, which is
- * woken if it has work. A send that finds no fast-path connection free (at most
+ * mcs_fast_ready): sends for that session's requests and for everything they
+ * cause (noreply requests, copies, warm-up fetches and fills, drops of a key:
+ * mcs_request_origin; the identification of a server its new connection
+ * reached) go on that thread's connections, so nothing the session caused is
+ * left in flight for its next request to overtake; everything else (probes,
+ * rejoin batches, other sessions) goes to the engine, which is woken if it has
+ * work. A send that finds no fast-path connection free (at most
  * cfg->fast_connections per server and protocol) goes to the engine too; the
  * write then ends when the thread's own subs are done and the engine finishes
  * the rest and writes the reply (counted in fast_handoffs).

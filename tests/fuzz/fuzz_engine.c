@@ -807,7 +807,7 @@ app_open(struct world *w, int i)
     int sv[2];
     CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == 0);
     mcs_fdtab_mark_owned(sv[1], mcs_fdtab_thread_owner(), false);   /* the engine's now */
-    mcs_client_attach(&w->e, sv[1]);
+    mcs_client_attach(&w->e, sv[1], NULL);   /* no fast-path handle: the engine path only */
     w->apps[i] = (struct app){ .fd = sv[0], .binary = i == 1 };
     watch(sv[0], TAG_APP | (uint64_t)i);
 }
