@@ -254,6 +254,38 @@ mcs_machine_done(struct mcs_machine *m, struct mcs_sub *sub)
     mcs_request_sub_done(m, sub);
 }
 
+bool
+mcs_machine_feed(struct mcs_machine *m, struct mcs_sub **head, struct mcs_sub **tail, enum mcs_proto proto,
+                 struct mcs_buf *in, uint64_t next_deadline_ms)
+{
+    while (mcs_buf_len(in) > 0) {
+        struct mcs_sub *sub = *head;
+        if (sub == NULL) {
+            return false;   /* bytes nobody asked for */
+        }
+        size_t used = 0;
+        bool complete = false;
+        enum mcs_resp_status st = mcs_machine_reply(m, sub, proto, mcs_buf_head(in), mcs_buf_len(in), &used, &complete);
+        if (st == MCS_RESP_MORE) {
+            break;
+        }
+        if (st == MCS_RESP_BAD) {
+            return false;
+        }
+        mcs_buf_consume(in, used);
+        if (complete) {
+            *head = sub->next;
+            if (*head == NULL) {
+                *tail = NULL;
+            } else {
+                (*head)->deadline_ms = next_deadline_ms;   /* the next reply's clock starts now */
+            }
+            mcs_machine_done(m, sub);   /* may queue more on this FIFO (through *tail) */
+        }
+    }
+    return true;
+}
+
 void
 mcs_machine_failed(struct mcs_machine *m, struct mcs_sub *sub)
 {

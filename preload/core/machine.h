@@ -10,6 +10,7 @@
  *   mcs_session_step     application bytes of one connection: one request parsed and dispatched
  *   mcs_machine_reply    bytes a server sent for the sub at the head of a connection's FIFO
  *   mcs_machine_done     that sub's reply is whole (after mcs_machine_reply said so)
+ *   mcs_machine_feed     both, for a whole connection's FIFO and received bytes
  *   mcs_machine_failed   a sub will get no reply (its connection failed, or could not take it)
  *   mcs_machine_server_failed  a connection to a server failed: health, and what follows
  *   mcs_machine_connected      a new connection to a server: learn its instance once
@@ -248,6 +249,14 @@ enum mcs_resp_status mcs_machine_reply(struct mcs_machine *m, struct mcs_sub *su
                                        const char *p, size_t len, size_t *used, bool *complete);
 /* sub's reply is whole: counts it and moves its request on. */
 void mcs_machine_done(struct mcs_machine *m, struct mcs_sub *sub);
+/* A driver connection's FIFO (*head..*tail, linked through sub->next) and the
+ * bytes its server sent (in): gives the machine every whole reply item
+ * (mcs_machine_reply), takes each sub whose reply is whole off the FIFO (the
+ * next one's deadline becomes next_deadline_ms) and calls mcs_machine_done.
+ * Consumes what it used. Returns false when the bytes are not a reply to the
+ * FIFO's head (or nobody is owed one): the driver fails the connection. */
+bool mcs_machine_feed(struct mcs_machine *m, struct mcs_sub **head, struct mcs_sub **tail, enum mcs_proto proto,
+                      struct mcs_buf *in, uint64_t next_deadline_ms);
 /* sub will get no reply: its request moves on (failover, a miss, or an error answer). */
 void mcs_machine_failed(struct mcs_machine *m, struct mcs_sub *sub);
 /* A connection to server failed (why): health moves (router.h), maybe down. */

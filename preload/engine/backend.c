@@ -291,34 +291,9 @@ backend_read_some(struct mcs_engine *e, struct mcs_backend *b, bool hangup)
             /* Deadlines measure silence, not size: a server still sending is alive. */
             b->head->deadline_ms = deadline_from_now(e);
         }
-        while (mcs_buf_len(&b->in) > 0) {
-            struct mcs_sub *sub = b->head;
-            if (sub == NULL) {
-                backend_fail(e, b, MCS_FAILURE_PROTOCOL, true);
-                return;
-            }
-            size_t used = 0;
-            bool complete = false;
-            enum mcs_resp_status st = mcs_machine_reply(&e->m, sub, b->proto, mcs_buf_head(&b->in),
-                                                        mcs_buf_len(&b->in), &used, &complete);
-            if (st == MCS_RESP_MORE) {
-                break;
-            }
-            if (st == MCS_RESP_BAD) {
-                backend_fail(e, b, MCS_FAILURE_PROTOCOL, true);
-                return;
-            }
-            mcs_buf_consume(&b->in, used);
-            if (complete) {
-                b->head = sub->next;
-                if (b->head == NULL) {
-                    b->tail = NULL;
-                } else {
-                    /* The next reply's clock starts now that this one is in. */
-                    b->head->deadline_ms = deadline_from_now(e);
-                }
-                mcs_machine_done(&e->m, sub);
-            }
+        if (!mcs_machine_feed(&e->m, &b->head, &b->tail, b->proto, &b->in, deadline_from_now(e))) {
+            backend_fail(e, b, MCS_FAILURE_PROTOCOL, true);
+            return;
         }
         if ((size_t)n < MCS_BACKEND_READ_CHUNK) {
             break;

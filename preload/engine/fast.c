@@ -576,33 +576,9 @@ conn_fail(struct mcs_engine *e, struct mcs_fast_conn *fc, enum mcs_failure why, 
 static void
 conn_deliver(struct mcs_engine *e, struct mcs_fast_conn *fc)
 {
-    while (mcs_buf_len(&fc->in) > 0) {
-        struct mcs_sub *sub = fc->head;
-        if (sub == NULL) {
-            conn_fail(e, fc, MCS_FAILURE_PROTOCOL, true);
-            return;
-        }
-        size_t used = 0;
-        bool complete = false;
-        enum mcs_resp_status st = mcs_machine_reply(&e->m, sub, fc->proto, mcs_buf_head(&fc->in),
-                                                    mcs_buf_len(&fc->in), &used, &complete);
-        if (st == MCS_RESP_MORE) {
-            break;
-        }
-        if (st == MCS_RESP_BAD) {
-            conn_fail(e, fc, MCS_FAILURE_PROTOCOL, true);
-            return;
-        }
-        mcs_buf_consume(&fc->in, used);
-        if (complete) {
-            fc->head = sub->next;
-            if (fc->head == NULL) {
-                fc->tail = NULL;
-            } else {
-                fc->head->deadline_ms = e->m.now_ms + e->cfg->timeout_ms + 1;
-            }
-            mcs_machine_done(&e->m, sub);
-        }
+    if (!mcs_machine_feed(&e->m, &fc->head, &fc->tail, fc->proto, &fc->in, e->m.now_ms + e->cfg->timeout_ms + 1)) {
+        conn_fail(e, fc, MCS_FAILURE_PROTOCOL, true);
+        return;
     }
     if (mcs_buf_len(&fc->in) == 0) {
         mcs_buf_shrink(&fc->in, 4 * MCS_BACKEND_READ_CHUNK);
